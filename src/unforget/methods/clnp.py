@@ -29,8 +29,10 @@ for permuted MNIST, as the paper does.
 
 Deviations: biases are per task in the task-aware layers; task t's biases of earlier tasks'
 units are copies of theirs, frozen, so a reused unit computes the same feature. With batch-norm
-backbones (``vgg16_bn``) each task keeps its own batch norm (design.md), so reused units are
-re-normalised per task (earlier tasks are still exact). Residual models are refused (units are
+backbones (``vgg16_bn``'s convolutions, ``vgg16_bn_light``) each task keeps its own batch norm
+(design.md), so reused units are re-normalised per task (earlier tasks are still exact); a unit's
+activity is read after its batch norm where its layer has one, else after the layer (the
+biased hidden FC layers of ``vgg16_bn``). Residual models are refused (units are
 not the units of one layer there).
 
 Capacity diagnostics (Sec. 4, Figs. 3, 4b, 5b): per layer and task, the share of units in use,

@@ -14,7 +14,8 @@ change: the method is exact. The model grows with every task: columns linearly, 
 quadratically in the number of tasks; :meth:`ProgressiveNets.size` reports it.
 
 Limits: only chain backbones whose conv / linear layers are direct children of ``features``
-(``mlp``, ``clnp_convnet``, ``clnp_convnet_wide``, ``vgg16_bn``); residual models are refused.
+(``mlp``, ``clnp_convnet``, ``clnp_convnet_wide``, ``vgg16_bn``, ``vgg16_bn_light``); residual models are
+refused.
 The non-linear adapters of Rusu et al. 2016 (eq. 2: learned scale, dimensionality reduction)
 are left out.
 """

@@ -53,7 +53,7 @@ def chain_layers(model: nn.Module) -> list[UnitLayer]:
     Raises:
         ConfigError: a width group is written by several layers (residual additions), so its
             units are not the units of one layer (ResNets, SphereFace); use a chain model
-            (``mlp``, ``clnp_convnet``, ``clnp_convnet_wide``, ``vgg16_bn``).
+            (``mlp``, ``clnp_convnet``, ``clnp_convnet_wide``, ``vgg16_bn``, ``vgg16_bn_light``).
     """
     layers = list(weighted_layers(model))
     writers: dict[str, list[str]] = {}

@@ -1,4 +1,5 @@
-"""The model zoo: VGG16-BN, ResNet-18, the CLNP MLP; a registry maps names to builders.
+"""The model zoo: VGG16-BN (CPG's CIFAR network, and a light variant), ResNet-18, the CLNP MLP;
+a registry maps names to builders.
 
 Every builder takes ``input_shape`` (one input, e.g. ``(3, 32, 32)`` or ``(784,)``) and a width
 multiplier ``width`` (1.0 = the published size) and returns a :class:`MultiHeadNet` with no heads;
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from unforget.errors import RegistryError
-from unforget.models.base import MultiHeadNet, scaled
+from unforget.models.base import MultiHeadNet, normal_head_init, scaled
 
 _MODELS: dict[str, tuple[Callable[..., MultiHeadNet], str]] = {}
 
@@ -67,16 +68,15 @@ def mlp(input_shape: Sequence[int], width: float = 1.0, hidden: Sequence[int] = 
 
 # ----------------------------------------------------------------------------------- VGG16-BN
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+"""Conv channels (width 1) and max-pools of VGG16 (Simonyan & Zisserman 2015, config D)."""
+
+VGG16_FC = 4096
+"""Units of each of the two hidden fully connected layers of the paper's CIFAR VGG16-BN (width 1)."""
 
 
-@register_model("vgg16_bn", "VGG16 with batch norm, CIFAR variant (CPG's CIFAR-100 model)")
-def vgg16_bn(input_shape: Sequence[int], width: float = 1.0, fc: int = 512) -> MultiHeadNet:
-    """VGG16-BN for 32x32 inputs: 13 conv3x3-BN-ReLU layers, 5 max-pools, global average pool,
-    one hidden FC (``fc`` units) with BN1d, then per-task heads.
-
-    Source: Simonyan & Zisserman 2015 (config D) with BN, as used by Hung et al. 2019, Sec. 4.1.
-    """
-    in_ch = int(input_shape[0])
+def _vgg16_bn_convs(in_ch: int, width: float) -> tuple[list[nn.Module], dict[str, tuple[str, Optional[str]]], int, str]:
+    """The 13 conv3x3 (no bias) - BN - ReLU layers and 5 max-pools of VGG16-BN with their width
+    groups ``conv1`` .. ``conv13``; returns ``(layers, groups_spec, out_channels, last_group)``."""
     layers: list[nn.Module] = []
     spec: dict[str, tuple[str, Optional[str]]] = {}
     prev_group: Optional[str] = None
@@ -93,6 +93,84 @@ def vgg16_bn(input_shape: Sequence[int], width: float = 1.0, fc: int = 512) -> M
         spec[f"features.{len(layers)}"] = (group, None)
         layers += [nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
         in_ch, prev_group = out, group
+    assert prev_group is not None
+    return layers, spec, in_ch, prev_group
+
+
+def vgg_reference_init(module: nn.Module) -> None:
+    """ivclab/CPG ``models/vgg.py`` initialisation, applied to every submodule of ``module``:
+    conv weights Kaiming-normal (fan-out, ReLU), conv biases 0; batch norm weight 1, bias 0;
+    linear weights N(0, 0.01), biases 0. Draws from the current global RNG (no reseeding)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if m.weight is not None:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+@register_model("vgg16_bn", "VGG16-BN of CPG (Hung et al. 2019) for CIFAR: 13 conv-BN-ReLU, FC 4096-4096")
+def vgg16_bn(input_shape: Sequence[int], width: float = 1.0) -> MultiHeadNet:
+    """The CIFAR VGG16-BN of CPG (Hung et al. 2019, Sec. 4.1; ivclab/CPG ``models/vgg.py``,
+    ``custom_vgg_cifar100``).
+
+    ``features``: 13 conv3x3 layers (no bias) each followed by BatchNorm2d and ReLU, channels
+    64-64-M-128-128-M-256x3-M-512x3-M-512x3-M (x ``width``; M = 2x2 max-pool), then
+    ``AdaptiveAvgPool2d(1)`` (the identity for 32x32 inputs, whose final map is already 1x1; it
+    makes larger inputs give the same ``512 * width`` features), flatten, Linear(512, 4096) -
+    ReLU, Linear(4096, 4096) - ReLU (x ``width``; with biases, no batch norm, no dropout). Input
+    ``(3, H, W)`` with ``H, W >= 32``; output of ``features`` ``(N, ceil(4096 * width))``; the
+    per-task heads are Linear(4096, n_classes).
+
+    Width groups: ``conv1`` .. ``conv13``, ``fc1``, ``fc2`` (the feature group).
+    At width 1 the prunable weights (13 conv + 2 hidden FC weight tensors; biases, batch norms
+    and heads excluded) number 33,584,832 (14,710,464 conv + 2,097,152 + 16,777,216 FC).
+
+    Initialisation as the reference code (:func:`vgg_reference_init`): conv Kaiming-normal
+    fan-out, batch norm 1 / 0, linear layers N(0, 0.01) with bias 0; every new task head is
+    N(0, 0.01) with bias 0 too (the reference's ``add_dataset``), via ``head_init``.
+
+    Raises:
+        ValueError: input is not an image or is smaller than 32x32 (five 2x2 max-pools).
+    """
+    if len(input_shape) != 3:
+        raise ValueError(f"vgg16_bn takes images (C, H, W), got input shape {tuple(input_shape)}")
+    if min(int(input_shape[1]), int(input_shape[2])) < 32:
+        raise ValueError(f"vgg16_bn needs inputs of at least 32x32 (five max-pools), got {tuple(input_shape)}; "
+                         f"use a smaller model (e.g. resnet18) for small images")
+    layers, spec, in_ch, prev_group = _vgg16_bn_convs(int(input_shape[0]), width)
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    hid = scaled(VGG16_FC, width)
+    for i in (1, 2):
+        spec[f"features.{len(layers)}"] = (f"fc{i}", prev_group)
+        layers += [nn.Linear(in_ch, hid), nn.ReLU(inplace=True)]
+        in_ch, prev_group = hid, f"fc{i}"
+    net = MultiHeadNet(hid, "fc2")
+    net.features = nn.Sequential(*layers)
+    net.groups_spec = spec
+    vgg_reference_init(net.features)
+    net.head_init = normal_head_init
+    return net
+
+
+@register_model("vgg16_bn_light",
+                "light VGG16-BN variant (global pool, one 512-unit FC with BN1d); not the paper's network")
+def vgg16_bn_light(input_shape: Sequence[int], width: float = 1.0, fc: int = 512) -> MultiHeadNet:
+    """A light VGG16-BN, *not* the network of CPG's paper (that is :func:`vgg16_bn`): 13
+    conv3x3-BN-ReLU layers, 5 max-pools, global average pool, one hidden FC (``fc`` units, no
+    bias) with BN1d and ReLU, then per-task heads; PyTorch default initialisation.
+
+    Width groups: ``conv1`` .. ``conv13``, ``fc1`` (the feature group); output of ``features``
+    ``(N, ceil(fc * width))``. Convolutions as Simonyan & Zisserman 2015 (config D) with BN.
+    """
+    layers, spec, in_ch, prev_group = _vgg16_bn_convs(int(input_shape[0]), width)
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     hid = scaled(fc, width)
     spec[f"features.{len(layers)}"] = ("fc1", prev_group)
