@@ -42,7 +42,7 @@ def get_method(name: str) -> type["Method"]:
 
 
 def default_model_name(benchmark: Benchmark) -> str:
-    """``vgg16_bn`` for 3-channel 32x32 images, else ``mlp``."""
+    """``vgg16_bn`` (CPG's CIFAR VGG16-BN) for 3-channel images of at least 32x32, else ``mlp``."""
     shape = tuple(benchmark.input_shape)
     return "vgg16_bn" if len(shape) == 3 and shape[0] == 3 and shape[1] >= 32 else "mlp"
 
