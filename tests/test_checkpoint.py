@@ -37,13 +37,13 @@ torch.save({{t: method.logits(probe, t) for t in (1, 2, 3)}}, {out!r})
 
 
 def _cfg(method: str) -> RunConfig:
-    opts = {"goal": "explicit", "goals": [0.0, 1.0, 0.0], "prune_steps": 2, "max_grow_rounds": 1} \
+    opts = {"goal": "explicit", "goals": [0.0, 1.0, 0.0], "prune_interval": 0.4} \
         if method in ("cpg", "pae") else {}
     return RunConfig.model_validate({"method": method, "model": {"name": "mlp", "width": 0.03},
                                      "train": {"epochs": 2, "batch_size": 16}, "methods": {method: opts}})
 
 
-@pytest.mark.parametrize("method", ["cpg", "pae", "packnet", "piggyback", "scratch", "finetune"])
+@pytest.mark.parametrize("method", ["cpg", "pae", "packnet", "piggyback", "scratch", "finetune", "finetune-copies"])
 def test_checkpoint_reproduces_logits_in_fresh_process(tmp_path, method):
     bench = gaussian_benchmark(3, 3, 12, 48, seed=7)
     res = run(_cfg(method), benchmark=bench, out_dir=tmp_path, progress=False)

@@ -108,8 +108,8 @@ def test_cpg_exact_unforgetting_with_growth_and_pruning(name, image):
     cfg = RunConfig.model_validate({
         "method": "cpg", "model": {"name": name, "width": W},
         "train": {"epochs": 1, "batch_size": 8},
-        "methods": {"cpg": {"goal": "explicit", "goals": [0.0, 1.0, 0.0], "prune_steps": 2,
-                            "max_grow_rounds": 1, "grow_fraction": 0.5}}})
+        "methods": {"cpg": {"goal": "explicit", "goals": [0.0, 1.0, 0.0], "prune_interval": 0.4,
+                            "retrain_epochs": 1}}})
     m = build_method(cfg, bench, progress=False)
     probe = torch.randn(4, *image, generator=torch.Generator().manual_seed(0))
     recorded, records = {}, []

@@ -39,7 +39,7 @@ def test_image_folders_two_task_cpg_learn_and_serve(tmp_path):
     assert [t.n_classes for t in bench.tasks] == [3, 2]  # task folders in name order: colours, stripes
     assert bench.input_shape == (3, 16, 16)
     cfg = {"model": {"name": "resnet18", "width": 0.0625}, "train": {"epochs": 6, "batch_size": 8, "lr": 0.05},
-           "methods": {"cpg": {"goal": "tolerance", "goal_tolerance": 0.05, "prune_steps": 2}}}
+           "methods": {"cpg": {"goal": "tolerance", "goal_tolerance": 0.05, "prune_interval": 0.3}}}
     res = unforget.run(bench, "cpg", cfg, out=tmp_path / "run", progress=False)
     assert res["bwt"] == 0.0 and len(res["accuracy_matrix"]) == 2
     assert res["average_accuracy"] > 0.6  # both tasks are easy; chance is 0.42

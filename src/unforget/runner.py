@@ -100,9 +100,12 @@ def run(config: RunConfig, *, data_root: Optional[str] = None, out_dir: Optional
     start = time.perf_counter() - wall0
     for task in bench.tasks[len(records):]:
         t0 = time.perf_counter()
+        seed_everything(config.seed * 1_000_003 + task.id)  # a task's draws do not depend on earlier tasks' count
         rec = method.learn(task)
         rec["train_time_s"] = time.perf_counter() - t0
-        rec["model_size_bytes"] = method.size().get("model_size_bytes")
+        size = method.size()
+        for key in ("model_size_bytes", "expansion_ratio", "released_ratio"):
+            rec[key] = size.get(key)
         cap = method.capacity()
         if cap:
             rec["capacity"] = {layer: c.get("used_share") for layer, c in cap.items()}

@@ -4,8 +4,8 @@
   (Hung et al. 2019, Alg. 1).
 * ``pae``: every earlier weight picked, growth allowed, goal-driven compacting
   (Hung et al. 2019, Sec. 4, "PAE").
-* ``packnet``: every earlier weight picked, no growth, compacting to a fixed ratio (or
-  goal-driven with ``compact: goal``) (Mallya & Lazebnik 2018).
+* ``packnet``: every earlier weight picked, no growth, one-shot pruning to a fixed ratio then
+  retraining (or goal-driven with ``compact: goal``) (Mallya & Lazebnik 2018).
 * ``piggyback``: task 1 trained normally and kept whole; later tasks learn only pick masks,
   batch norm and head over the frozen task-1 network (Mallya et al. 2018).
 """
@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 
 from unforget.methods.base import register_method
 from unforget.methods.engine import EngineMethod, EngineOptions
+from unforget.methods.goals import GoalSource
 
 
 class CPGOptions(EngineOptions):
@@ -50,7 +51,7 @@ class PiggybackOptions(EngineOptions):
     claim_free: Literal["always", "first_task"] = "first_task"
     grow: bool = False
     compact: Literal["goal", "fixed", "none"] = "none"
-    goal: Literal["scratch", "finetune", "tolerance", "explicit"] = "tolerance"
+    goal: GoalSource = "tolerance"
 
     @model_validator(mode="after")
     def _piggyback(self):

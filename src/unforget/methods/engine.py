@@ -1,12 +1,35 @@
 """The engine behind CPG, PAE, PackNet and Piggyback: one task-aware network, learned task by
 task with picking, training of free weights, growing and compacting.
 
-Source: Hung et al. 2019, Algorithm 1 (CPG); its baselines are configurations of it
-(design.md, "Method"): PAE = all earlier weights picked + growth; PackNet = all picked, no
-growth; Piggyback = masks only over a frozen first-task network (Mallya et al. 2018).
+Source: Hung et al. 2019, Algorithm 1 (CPG), and its reference code ivclab/CPG
+(``experiment1/CPG_cifar100_scratch_mul_1.5.sh``, ``CPG_cifar100_main_normal.py``,
+``tools/choose_appropriate_pruning_ratio_for_next_task.py``). Its baselines are configurations of
+it (design.md, "Method"): PAE = all earlier weights picked + growth; PackNet = all picked, no
+growth, one-shot pruning; Piggyback = masks only over a frozen first-task network
+(Mallya et al. 2018).
+
+One task k, as the reference learns it:
+
+1. **Pick and train** (Alg. 1 line 9): the free weights in the network's current width are
+   claimed by k and trained with SGD; the pick scores of k over earlier tasks' weights are trained
+   with Adam (their own schedule: ``pick_lr_milestones`` / ``pick_freeze_epoch``).
+2. **Grow** (Alg. 1 lines 10-12): if the validation accuracy misses the accuracy goal, or the
+   training accuracy is not above ``train_accuracy_gate``, the network returns to its state
+   before task k, grows by ``grow_step`` x the original weights (capped at ``max_expansion``)
+   and step 1 starts again; the new width stays for later tasks.
+3. **Compact** (Alg. 1 lines 3-8): with the picks fixed, k's own weights are pruned gradually
+   through the ratios ``prune_interval, 2 prune_interval, ..., prune_ratio`` (each reached
+   within its step, then retrained at ``prune_lr``); every ratio's validation accuracy is
+   recorded and the largest that meets the goal is kept. A task that meets its goal at no
+   ratio (or missed it before compacting) is still pruned to the reserve ratio
+   ``1 - round(1 / (reserve_for_tasks + 1), 1)`` so that later tasks find free weights.
+4. **Retrain** (reference only): k's kept weights train once more with re-initialised picks
+   (``retrain_epochs``, early stop after ``retrain_patience`` epochs without a better
+   validation accuracy); the result is kept only if it is better.
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Literal, Optional
 
@@ -14,30 +37,55 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from unforget.data.task import Task
-from unforget.layers import (begin_task, end_task, grow_group, norm_layers, to_task_aware, weighted_layers)
+from unforget.layers import (SCORE_INIT, begin_task, end_task, grow_group, norm_layers, to_task_aware,
+                             weighted_layers)
 from unforget.methods.base import Method, tensor_bytes
-from unforget.methods.compacting import cubic_schedule, own_counts, prune_own
-from unforget.methods.goals import GoalSetter
+from unforget.methods.compacting import GradualPruning, own_counts, prune_own, ratio_ladder, reserve_ratio
+from unforget.methods.goals import GoalSetter, GoalSource
 
 
 class EngineOptions(BaseModel):
-    """Options of the ``methods.<name>`` config section of an engine method."""
+    """Options of the ``methods.<name>`` config section of an engine method. Defaults follow
+    the CPG reference code where it fixes a value; epochs default to CPU-sized values that the
+    ``paper`` presets raise to the reference's."""
 
     model_config = ConfigDict(extra="forbid")
     picks: Literal["learned", "all"] = Field("learned", description="learn pick masks over earlier weights, or use all")
     claim_free: Literal["always", "first_task"] = Field("always", description="which tasks train released weights")
-    grow: bool = Field(True, description="add units when a task misses its accuracy goal")
+    # ---- growing (Alg. 1 lines 10-12)
+    grow: bool = Field(True, description="grow the network when a task misses its accuracy goal")
     max_expansion: float = Field(1.5, ge=1.0, description="cap: weights allocated / weights of the original network")
-    grow_fraction: float = Field(0.25, gt=0, le=4, description="units added per growth round, share of each group's base")
-    max_grow_rounds: int = Field(4, ge=0)
-    compact: Literal["goal", "fixed", "none"] = Field("goal", description="goal-driven gradual pruning, fixed ratio, or none")
-    prune_ratio: float = Field(0.5, ge=0, lt=1, description="fixed mode: the ratio; goal mode: the schedule's final ratio")
-    prune_steps: int = Field(4, ge=1, description="steps of the cubic schedule (Zhu & Gupta 2018)")
-    prune_epochs: int = Field(1, ge=0, description="retraining epochs after each pruning step")
-    goal: Literal["scratch", "finetune", "tolerance", "explicit"] = "scratch"
+    grow_step: float = Field(0.5, gt=0, le=4, description="weights added per growth, in units of the original network")
+    train_accuracy_gate: Optional[float] = Field(
+        None, ge=0, le=1, description="grow also when the training accuracy is not above this (reference: 0.95); "
+                                      "compacting stops at a ratio whose training accuracy is not above it; null: off")
+    # ---- compacting (Alg. 1 lines 3-8)
+    compact: Literal["goal", "fixed", "none"] = Field("goal", description="goal-driven gradual pruning, one-shot fixed ratio, or none")
+    prune_ratio: float = Field(0.95, ge=0, lt=1, description="fixed: the ratio; goal: the last ratio of the ladder")
+    prune_interval: float = Field(0.1, gt=0, lt=1, description="goal mode: spacing of the ladder of ratios tried")
+    prune_epochs: int = Field(1, ge=0, description="training epochs at each ratio (reference: 20; PackNet: 30)")
+    prune_lr: Optional[float] = Field(None, gt=0, description="learning rate while compacting; null: 0.1 x train.lr (reference 1e-3)")
+    prune_within_epochs: int = Field(4, ge=1, description="a ratio is reached gradually over this many epochs of its step (at most half the step)")
+    prune_frequency: int = Field(10, ge=1, description="iterations between two gradual pruning updates")
+    prune_patience: Optional[int] = Field(None, ge=1, description="stop the ladder after this many ratios in a row miss the goal (null: try all, as the reference)")
+    reserve_for_tasks: Optional[int] = Field(None, ge=0, description="tasks to leave room for when a task misses its goal; "
+                                                                     "null: the benchmark's remaining tasks, at least 1")
+    # ---- retraining after compacting (reference's finetune_again step; learned picks only)
+    retrain_epochs: Optional[int] = Field(None, ge=0, description="null: train.epochs; 0: no retraining (reference: 30)")
+    retrain_lr: Optional[float] = Field(None, gt=0, description="null: prune_lr")
+    retrain_pick_lr: float = Field(1e-4, gt=0)
+    retrain_patience: int = Field(5, ge=1, description="early stop after this many epochs without a better validation accuracy")
+    # ---- accuracy goals
+    goal: GoalSource = "scratch"
     goal_tolerance: float = Field(0.01, ge=0, le=1, description="goal = reference accuracy minus this (not for explicit goals)")
     goals: Optional[list[float]] = None
+    goal_repeats: int = Field(5, ge=1, description="fine-avg / fine-max: fine-tune chains averaged (reference: 5)")
+    finetune_lr: float = Field(5e-3, gt=0, description="fine-avg / fine-max: learning rate of the fine-tune chains (reference: 5e-3)")
+    # ---- picks (Mallya et al. 2018)
     pick_lr: float = Field(5e-4, gt=0, description="Adam learning rate of the pick scores")
+    pick_lr_milestones: list[int] = Field(default_factory=list, description="epochs at which pick_lr is multiplied by pick_lr_gamma")
+    pick_lr_gamma: float = Field(0.2, ge=0)
+    pick_freeze_epoch: Optional[int] = Field(None, ge=0, description="pick scores stop training from this epoch when the task has free weights of its own (reference: 70)")
 
     @model_validator(mode="after")
     def _check(self):
@@ -57,7 +105,11 @@ class EngineMethod(Method):
         o: EngineOptions = self.options
         self.model = to_task_aware(self.new_backbone())
         self.original_weights = self.allocated_weights()
-        self.goals = GoalSetter(self, o.goal, o.goal_tolerance, o.goals)
+        self.expansion_level = 1.0
+        """Expansion the network was last grown to (1.0, 1.5, 2.0, ... up to ``max_expansion``),
+        the reference's ``network_width_multiplier`` in weights."""
+        self.goals = GoalSetter(self, o.goal, o.goal_tolerance, o.goals, repeats=o.goal_repeats,
+                                finetune_lr=o.finetune_lr)
 
     # --------------------------------------------------------------- accounting
     def allocated_weights(self) -> int:
@@ -72,40 +124,88 @@ class EngineMethod(Method):
         return total
 
     # --------------------------------------------------------------- training pieces
-    def _optimizers(self, task: int) -> list[torch.optim.Optimizer]:
+    def _lrs(self) -> tuple[float, float]:
+        o: EngineOptions = self.options
+        prune_lr = o.prune_lr if o.prune_lr is not None else 0.1 * self.trainer.config.lr
+        return prune_lr, o.retrain_lr if o.retrain_lr is not None else prune_lr
+
+    def _scores(self, task: int) -> list[torch.Tensor]:
+        return [l.scores[str(task)] for _, l in weighted_layers(self.model) if str(task) in l.scores]
+
+    def _optimizers(self, task: int, lr: Optional[float] = None, pick_lr: Optional[float] = None
+                    ) -> list[torch.optim.Optimizer]:
+        """SGD over the shared weights (only the task's own get gradient; weight decay folded
+        into that gradient) and the task's biases, batch norms and head (no weight decay, as the
+        reference); Adam over the task's pick scores when ``pick_lr`` is given."""
         shared = [l.weight for _, l in weighted_layers(self.model)]
         per_task = [l.biases[str(task)] for _, l in weighted_layers(self.model) if str(task) in l.biases]
         per_task += list(p for _, n in norm_layers(self.model) for p in n.norms[str(task)].parameters())
         per_task += list(self.model.heads[str(task)].parameters())
-        opt = self.trainer.sgd([{"params": shared, "weight_decay": 0.0},
-                                {"params": per_task, "weight_decay": self.trainer.config.weight_decay}])
-        opts: list[torch.optim.Optimizer] = [opt]
-        scores = [l.scores[str(task)] for _, l in weighted_layers(self.model) if str(task) in l.scores]
-        if scores:
-            opts.append(torch.optim.Adam(scores, lr=self.options.pick_lr, fused=True))
+        opts: list[torch.optim.Optimizer] = [self.trainer.sgd([{"params": shared}, {"params": per_task}], lr=lr,
+                                                              weight_decay=0.0)]
+        scores = self._scores(task)
+        for s in scores:
+            s.requires_grad_(pick_lr is not None)
+        if scores and pick_lr is not None:
+            opts.append(torch.optim.Adam(scores, lr=pick_lr))
         return opts
 
-    def _train(self, task: Task, epochs: Optional[int] = None, desc: str = "train", schedule: bool = True) -> float:
-        if epochs == 0:
-            return self.trainer.accuracy(self.model, task, "val")
+    def _fit(self, task: Task, opts, epochs: int, desc: str, schedule=False, hooks=()) -> tuple[float, float]:
+        """Train for ``epochs``; returns ``(validation accuracy, last epoch's training accuracy)``."""
         for _, layer in weighted_layers(self.model):
             layer.decay = self.trainer.config.weight_decay
-        self.trainer.fit(self.model, task, self._optimizers(task.id), epochs=epochs, desc=desc, schedule=schedule)
-        return self.trainer.accuracy(self.model, task, "val")
+        stats = {"train_accuracy": float("nan")}
+        if epochs > 0:
+            stats = self.trainer.fit(self.model, task, opts, hooks=hooks, epochs=epochs, desc=desc, schedule=schedule)
+        return self.trainer.accuracy(self.model, task, "val"), stats["train_accuracy"]
+
+    def _pick_schedule(self, opt: torch.optim.Optimizer, own_free: bool):
+        o: EngineOptions = self.options
+
+        def factor(epoch: int) -> float:
+            if own_free and o.pick_freeze_epoch is not None and epoch >= o.pick_freeze_epoch:
+                return 0.0
+            return o.pick_lr_gamma ** sum(epoch >= m for m in o.pick_lr_milestones)
+
+        return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+    def _train_task(self, task: Task) -> tuple[float, float]:
+        """Step 1: train the claimed free weights, the picks, batch norms and head."""
+        o: EngineOptions = self.options
+        opts = self._optimizers(task.id, pick_lr=o.pick_lr)
+        scheds = self.trainer.schedulers(opts[:1])
+        if len(opts) > 1:
+            scheds.append(self._pick_schedule(opts[1], own_free=sum(own_counts(self.model, task.id).values()) > 0))
+        return self._fit(task, opts, self.trainer.config.epochs, "train", schedule=scheds)
+
+    def _next_level(self) -> Optional[float]:
+        o: EngineOptions = self.options
+        if self.expansion_level >= o.max_expansion - 1e-9:
+            return None
+        return min(o.max_expansion, self.expansion_level + o.grow_step)
 
     def _growth_plan(self) -> Optional[dict[str, int]]:
-        """Units to add per group in one growth round, shrunk to respect ``max_expansion``;
-        ``None`` when no unit fits under the cap."""
-        o: EngineOptions = self.options
-        cap = o.max_expansion * self.original_weights
-        frac = o.grow_fraction
-        while True:
-            add = {n: max(1, int(math.ceil(g.base * frac))) for n, g in self.model.groups.items()}
-            if self._grown_weights(add) <= cap:
-                return add
-            frac /= 2
-            if all(v == 1 for v in add.values()):
-                return None
+        """Units to add per group so that the allocated weights reach the next expansion level
+        (``expansion_level + grow_step``, at most ``max_expansion``) x the original network's:
+        the same share of every group's base width, the largest that fits; ``None`` at the cap
+        or when no unit fits."""
+        level = self._next_level()
+        if level is None:
+            return None
+        target = level * self.original_weights
+
+        def plan(f: float) -> dict[str, int]:
+            return {n: int(math.floor(g.base * f + 1e-9)) for n, g in self.model.groups.items()}
+
+        lo, hi = 0.0, 8.0
+        for _ in range(50):
+            mid = (lo + hi) / 2
+            if self._grown_weights(plan(mid)) <= target + 1e-6:
+                lo = mid
+            else:
+                hi = mid
+        add = plan(lo)
+        return add if any(add.values()) else None
 
     def _snapshot(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -115,55 +215,144 @@ class EngineMethod(Method):
         for _, l in weighted_layers(self.model):
             l.invalidate()
 
-    def _compact(self, task: Task, goal: float, val: float) -> tuple[float, float]:
-        """Gradual pruning of the task's own weights while validation accuracy >= ``goal``;
-        rolls back to the last state that met it. Returns ``(pruning ratio, val accuracy)``."""
+    def _reserve(self, task: Task) -> int:
         o: EngineOptions = self.options
-        if o.compact == "none" or o.prune_ratio == 0:
-            return 0.0, val
-        initial = own_counts(self.model, task.id)
-        ratios = [o.prune_ratio] if o.compact == "fixed" else cubic_schedule(o.prune_ratio, o.prune_steps)
-        best_ratio, best_val, snap = 0.0, val, self._snapshot()
-        for step, r in enumerate(ratios, 1):
-            prune_own(self.model, task.id, r, initial)
-            v = self._train(task, o.prune_epochs, desc=f"compact {r:.2f}", schedule=False)
-            if o.compact == "fixed" or v >= goal:
-                best_ratio, best_val, snap = r, v, self._snapshot()
+        if o.reserve_for_tasks is not None:
+            return o.reserve_for_tasks
+        return max(1, len(self.benchmark.tasks) - task.id)
+
+    def _compact(self, task: Task, goal: Optional[float], val: float, missed: bool, floor: float) -> dict:
+        """Step 3 (see module doc). Picks are fixed (no optimizer, no gradient) throughout.
+        Returns ``{"ratio", "val", "ladder": {ratio: val accuracy}}`` and leaves the model in the
+        chosen state."""
+        o: EngineOptions = self.options
+        k = task.id
+        initial = own_counts(self.model, k)
+        if o.compact == "none" or o.prune_ratio == 0 or sum(initial.values()) == 0:
+            return {"ratio": 0.0, "val": val, "ladder": {}, "epochs": 0}
+        prune_lr = self._lrs()[0]
+        opts = self._optimizers(k, lr=prune_lr)
+        if o.compact == "fixed":  # PackNet: one-shot pruning, then retraining
+            prune_own(self.model, k, o.prune_ratio, initial, opts)
+            v, _ = self._fit(task, opts, o.prune_epochs, f"prune {o.prune_ratio:.2f}")
+            return {"ratio": o.prune_ratio, "val": v, "ladder": {str(o.prune_ratio): v}, "epochs": o.prune_epochs}
+        if missed and floor == 0:  # the reference prunes nothing here (must ratio 0)
+            return {"ratio": 0.0, "val": val, "ladder": {}, "epochs": 0}
+        n_batches = self.trainer.steps_per_epoch(task)
+        best = (0.0, val, self._snapshot())
+        at_floor = best if floor == 0 else None
+        ladder: dict[str, float] = {}
+        prev, misses, tried = 0.0, 0, 0
+        for r in ratio_ladder(o.prune_ratio, o.prune_interval):
+            if o.prune_epochs == 0:
+                prune_own(self.model, k, r, initial, opts)
+                hooks = ()
             else:
-                self._restore(snap)
+                within = min(o.prune_within_epochs * n_batches, max(1, (o.prune_epochs * n_batches) // 2))
+                hooks = (GradualPruning(k, prev, r, initial, within, o.prune_frequency),)
+            # a fresh optimizer per ratio, as the reference starts each step anew
+            opts = self._optimizers(k, lr=prune_lr)
+            v, train_acc = self._fit(task, opts, o.prune_epochs, f"compact {r:.2f}", hooks=hooks)
+            prev, tried = r, tried + 1
+            gate_failed = o.train_accuracy_gate is not None and o.prune_epochs > 0 and train_acc <= o.train_accuracy_gate
+            if not gate_failed:
+                ladder[str(r)] = v
+            met = goal is not None and v >= goal and not gate_failed
+            if met:
+                best = (r, v, self._snapshot())
+            if at_floor is None and r >= floor - 1e-9:
+                at_floor = (r, v, self._snapshot())
+            misses = 0 if met else misses + 1
+            stop = (missed or gate_failed or (o.prune_patience is not None and misses >= o.prune_patience))
+            if stop and r >= floor - 1e-9:
                 break
-        return best_ratio, best_val
+        chosen = best if (best[0] > 0 and not missed) else (at_floor or best)
+        self._restore(chosen[2])
+        return {"ratio": chosen[0], "val": chosen[1], "ladder": ladder, "epochs": tried * o.prune_epochs}
+
+    def _retrain(self, task: Task, val: float) -> dict:
+        """Step 4: retrain the task's kept weights with re-initialised picks; keep the result
+        only if its validation accuracy is better (ivclab/CPG ``--finetune_again`` and
+        ``tools/choose_retrain_or_not.py``)."""
+        o: EngineOptions = self.options
+        epochs = self.trainer.config.epochs if o.retrain_epochs is None else o.retrain_epochs
+        scores = self._scores(task.id)
+        if epochs == 0 or not scores:
+            return {"epochs": 0, "kept": False, "val": val}
+        before = self._snapshot()
+        with torch.no_grad():
+            for s in scores:
+                s.fill_(SCORE_INIT)
+        for _, l in weighted_layers(self.model):
+            l.invalidate()
+        opts = self._optimizers(task.id, lr=self._lrs()[1], pick_lr=o.retrain_pick_lr)
+        best_val, best, bad, done = val, None, 0, 0
+        for e in range(epochs):
+            v, _ = self._fit(task, opts, 1, f"retrain {e + 1}/{epochs}")
+            done += 1
+            if v > best_val:
+                best_val, best, bad = v, self._snapshot(), 0
+            else:
+                bad += 1
+                if bad >= o.retrain_patience:
+                    break
+        self._restore(best if best is not None else before)
+        return {"epochs": done, "kept": best is not None, "val": best_val}
 
     # --------------------------------------------------------------- Method interface
     def learn(self, task: Task) -> dict:
-        """Hung et al. 2019, Alg. 1: pick + train released weights; grow while the goal is
-        missed (up to the cap); compact to the largest pruning ratio meeting the goal."""
+        """Hung et al. 2019, Alg. 1 with the reference code's protocol (module doc, steps 1-4)."""
         o: EngineOptions = self.options
         k = task.id
         uses_goal = o.grow or o.compact == "goal"  # fixed-ratio packnet and piggyback never read one
         goal = self.goals.before(task) if uses_goal else None
         claim = o.claim_free == "always" or not self.learned
-        begin_task(self.model, k, task.n_classes, claim_free=claim, learn_picks=o.picks == "learned" and k > 1)
-        val = self._train(task)
-        goal = self.goals.after_training(goal, val) if uses_goal else None
-        rounds = 0
-        while o.grow and val < goal and rounds < o.max_grow_rounds:
+        learn_picks = o.picks == "learned" and k > 1
+        before = copy.deepcopy(self.model) if o.grow else None
+        rounds, epochs = 0, 0
+        while True:
+            begin_task(self.model, k, task.n_classes, claim_free=claim, learn_picks=learn_picks)
+            val, train_acc = self._train_task(task)
+            epochs += self.trainer.config.epochs
+            goal = self.goals.after_training(goal, val) if uses_goal else None
+            gate_ok = o.train_accuracy_gate is None or train_acc > o.train_accuracy_gate
+            if not o.grow or (val >= goal and gate_ok):
+                break
             plan = self._growth_plan()
             if plan is None:
                 break
+            # Alg. 1 line 11 / the reference: back to the state before the task, grow, start again
+            self.model = copy.deepcopy(before)
             for name, n in plan.items():
-                grow_group(self.model, name, n, k)
+                grow_group(self.model, name, n, None)
+            self.expansion_level = self._next_level()
+            before = copy.deepcopy(self.model)
             rounds += 1
-            val = self._train(task, desc=f"grow {rounds}")
         unpruned = val
-        ratio, val = self._compact(task, goal, val)
+        missed = uses_goal and val < goal
+        reserve = self._reserve(task)
+        floor = reserve_ratio(reserve) if o.compact == "goal" else 0.0
+        comp = self._compact(task, goal, val, missed, floor)
+        epochs += comp["epochs"]
+        val = comp["val"]
+        retrain = {"epochs": 0, "kept": False, "val": val}
+        if comp["ratio"] > 0 and learn_picks:
+            retrain = self._retrain(task, val)
+            val = retrain["val"]
+            epochs += retrain["epochs"]
         end_task(self.model, k)
         self.learned.append(k)
         widths = {n: g.width(k) for n, g in self.model.groups.items()}
-        return {"val_accuracy": val, "unpruned_val_accuracy": unpruned, "accuracy_goal": goal,
-                "pruning_ratio": ratio, "growth_rounds": rounds,
-                "width": round(sum(widths.values()) / sum(g.base for g in self.model.groups.values()), 4),
-                "widths": widths}
+        rec = {"val_accuracy": val, "unpruned_val_accuracy": unpruned, "train_accuracy": train_acc,
+               "accuracy_goal": goal, "missed_goal": bool(missed), "pruning_ratio": comp["ratio"],
+               "compaction": comp["ladder"], "reserve_for_tasks": reserve if o.compact == "goal" else None,
+               "reserve_ratio": floor if o.compact == "goal" else None,
+               "retrain": retrain, "growth_rounds": rounds, "network_epochs": epochs,
+               "width": round(sum(widths.values()) / sum(g.base for g in self.model.groups.values()), 4),
+               "widths": widths}
+        if uses_goal:
+            rec["goal_record"] = self.goals.records.get(k)
+        return rec
 
     def model_for(self, task_id: int):
         return self.model
@@ -200,14 +389,15 @@ class EngineMethod(Method):
 
     def state(self):
         meta = {"learned": self.learned, "original_weights": self.original_weights,
+                "expansion_level": self.expansion_level,
                 "groups": {n: {"size": g.size, "widths": {str(t): w for t, w in g.widths.items()}}
                            for n, g in self.model.groups.items()},
                 "heads": {k: h.out_features for k, h in self.model.heads.items()},
                 "picks": {name: sorted(l.pick_tasks) for name, l in weighted_layers(self.model)}}
         tensors = dict(self.model.state_dict())
-        if self.goals.finetune_model is not None:
-            tensors.update({f"goal_model.{k}": v for k, v in self.goals.finetune_model.state_dict().items()})
-            meta["goal_heads"] = {k: h.out_features for k, h in self.goals.finetune_model.heads.items()}
+        goal_tensors, goal_meta = self.goals.state()
+        tensors.update({f"goal.{k}": v for k, v in goal_tensors.items()})
+        meta["goals"] = goal_meta
         return tensors, meta
 
     def load_state(self, tensors, meta) -> None:
@@ -222,13 +412,10 @@ class EngineMethod(Method):
         for name, tasks in meta["picks"].items():
             for t in tasks:
                 layers[name].add_pick_buffer(t)
-        m.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("goal_model.")})
+        m.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("goal.")})
         for l in layers.values():
             l.invalidate()
-        if "goal_heads" in meta:
-            gm = self.new_backbone()
-            for t, n in meta["goal_heads"].items():
-                gm.add_head(int(t), n)
-            gm.load_state_dict({k[len("goal_model."):]: v for k, v in tensors.items() if k.startswith("goal_model.")})
-            self.goals.finetune_model = gm
+        self.goals.load_state({k[len("goal."):]: v for k, v in tensors.items() if k.startswith("goal.")},
+                              meta.get("goals", {}))
         self.learned = list(meta["learned"])
+        self.expansion_level = float(meta.get("expansion_level", 1.0))

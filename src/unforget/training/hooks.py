@@ -21,6 +21,7 @@ class TrainState:
     epoch: int = 0
     epochs: int = 0
     step: int = 0
+    steps_per_epoch: int = 0
     x: Optional[torch.Tensor] = None
     y: Optional[torch.Tensor] = None
     logits: Optional[torch.Tensor] = None

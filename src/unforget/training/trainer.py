@@ -59,7 +59,9 @@ class Trainer:
         self.device = torch.device(device)
         self.seed = seed
         self.progress = progress
-        self._round = 0
+        self._rounds: dict[int, int] = {}
+        """Fits run so far per task id: the batch order of task t's r-th fit depends only on
+        (seed, t, r), so a run resumed after task t - 1 draws what an uninterrupted one does."""
 
     # -------------------------------------------------------------- optimizers
     def sgd(self, params: Iterable, lr: Optional[float] = None, weight_decay: Optional[float] = None) -> torch.optim.SGD:
@@ -77,21 +79,35 @@ class Trainer:
                 for o in optimizers]
 
     # -------------------------------------------------------------- loop
-    def fit(self, model: nn.Module, task: Task, optimizers: Sequence[torch.optim.Optimizer],
-            hooks: Sequence[Hook] = (), epochs: Optional[int] = None, desc: str = "train",
-            schedule: bool = True) -> dict:
-        """Train ``model`` on ``task`` for ``epochs`` (default: the config's) and return
-        ``{"loss": last epoch's mean loss, "train_accuracy": last epoch's accuracy}``."""
-        epochs = self.config.epochs if epochs is None else epochs
-        self._round += 1
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + task.id * 10_007 + self._round)
-        scheds = self.schedulers(optimizers) if schedule else []
-        state = TrainState(model=model, task=task, optimizers=list(optimizers), epochs=epochs)
-        for h in hooks:
-            h.before_task(state)
+    def steps_per_epoch(self, task: Task) -> int:
+        """Optimizer steps in one epoch over ``task``'s training split (a last batch of one
+        image is dropped: batch norm cannot train on it)."""
         n = len(task.train)
         bs = min(self.config.batch_size, n)
-        n_batches = n // bs if n % bs < 2 else n // bs + 1  # drop a last batch of 1 (batch norm)
+        return max(1, n // bs if n % bs < 2 else n // bs + 1)
+
+    def fit(self, model: nn.Module, task: Task, optimizers: Sequence[torch.optim.Optimizer],
+            hooks: Sequence[Hook] = (), epochs: Optional[int] = None, desc: str = "train",
+            schedule: bool | Sequence = True) -> dict:
+        """Train ``model`` on ``task`` for ``epochs`` (default: the config's) and return
+        ``{"loss": last epoch's mean loss, "train_accuracy": last epoch's accuracy}``.
+
+        ``schedule``: ``True`` steps the configured ``MultiStepLR`` of every optimizer once per
+        epoch, ``False`` keeps the learning rates constant, and a sequence of learning-rate
+        schedulers (built by the caller over ``optimizers``) is stepped instead."""
+        epochs = self.config.epochs if epochs is None else epochs
+        r = self._rounds[task.id] = self._rounds.get(task.id, 0) + 1
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + task.id * 10_007 + r)
+        if isinstance(schedule, bool):
+            scheds = self.schedulers(optimizers) if schedule else []
+        else:
+            scheds = list(schedule)
+        state = TrainState(model=model, task=task, optimizers=list(optimizers), epochs=epochs)
+        n = len(task.train)
+        bs = min(self.config.batch_size, n)
+        n_batches = state.steps_per_epoch = self.steps_per_epoch(task)
+        for h in hooks:
+            h.before_task(state)
         stats = {"loss": float("nan"), "train_accuracy": float("nan")}
         for epoch in range(epochs):
             state.epoch = epoch

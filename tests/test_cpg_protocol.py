@@ -1,0 +1,177 @@
+"""The CPG protocol of Hung et al. 2019 (Alg. 1) and its reference code (ivclab/CPG): fixed picks
+while compacting, the largest ratio that meets the goal, the reserve for later tasks, growth that
+restarts the task, the training-accuracy gate and the retraining step."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from synthetic import gaussian_benchmark
+from unforget.config import RunConfig
+from unforget.layers import SCORE_THRESHOLD, weighted_layers
+from unforget.methods.compacting import ratio_ladder, reserve_ratio
+from unforget.runner import build_method
+
+
+def _method(options: dict, n_tasks: int = 2, seed: int = 0, method: str = "cpg", epochs: int = 2):
+    bench = gaussian_benchmark(n_tasks, 3, 12, 48, seed=seed)
+    cfg = RunConfig.model_validate({"method": method, "model": {"name": "mlp", "width": 0.03},
+                                    "train": {"epochs": epochs, "batch_size": 16},
+                                    "methods": {method: options}})
+    return build_method(cfg, bench, progress=False), bench
+
+
+def _script_accuracy(monkeypatch, m, values: list[float]) -> list[float]:
+    """Make every validation-accuracy measurement of ``m`` return the next scripted value."""
+    left = list(values)
+
+    def fake(model, task, split="val"):
+        return left.pop(0)
+
+    monkeypatch.setattr(m.trainer, "accuracy", fake)
+    return left
+
+
+def _wrap(monkeypatch, m, name: str, before=None, after=None):
+    orig = getattr(m, name)
+
+    def wrapped(*a, **kw):
+        if before:
+            before(*a, **kw)
+        out = orig(*a, **kw)
+        if after:
+            after(out)
+        return out
+
+    monkeypatch.setattr(m, name, wrapped)
+
+
+def _picks(m, task: int) -> dict[str, torch.Tensor]:
+    return {n: (l.scores[str(task)].detach() > SCORE_THRESHOLD) & (l.owner > 0) & (l.owner < task)
+            for n, l in weighted_layers(m.model) if str(task) in l.scores}
+
+
+def test_reference_ladder_and_reserve_ratios():
+    assert ratio_ladder(0.95) == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+    # 1 - round(1 / (remaining + 1), 1), as CPG_cifar100_main_normal.py computes it
+    assert [reserve_ratio(r) for r in (0, 1, 4, 19)] == [0.0, 0.5, 0.8, 0.9]
+
+
+def test_picks_fixed_while_compacting_and_other_tasks_untouched(monkeypatch):
+    m, bench = _method({"goal": "explicit", "goals": [0.0, 0.0], "prune_interval": 0.3, "retrain_epochs": 0,
+                        "grow": False})
+    m.learn(bench.tasks[0])
+    seen = {}
+
+    def before(task, *a, **kw):
+        seen["scores"] = {n: l.scores["2"].detach().clone() for n, l in weighted_layers(m.model)}
+        seen["picks"] = _picks(m, 2)
+        seen["w"] = {n: (l.owner.clone(), l.weight.detach().clone()) for n, l in weighted_layers(m.model)}
+
+    def after(out):
+        assert out["ratio"] > 0
+        for n, l in weighted_layers(m.model):
+            assert torch.equal(l.scores["2"].detach(), seen["scores"][n]), f"pick scores of {n} moved while compacting"
+            owner0, w0 = seen["w"][n]
+            earlier = (owner0 > 0) & (owner0 < 2)
+            assert torch.equal(l.owner[earlier], owner0[earlier]), "compacting changed an earlier task's ownership"
+            assert torch.equal(l.weight.detach()[earlier], w0[earlier]), "compacting changed an earlier task's weight"
+            changed = l.owner != owner0
+            assert bool(((owner0[changed] == 2) & (l.owner[changed] == 0)).all()), "compacting moved an owner other than 2 -> 0"
+
+    _wrap(monkeypatch, m, "_compact", before, after)
+    m.learn(bench.tasks[1])
+    for n, l in weighted_layers(m.model):
+        assert torch.equal(l.pick_mask(2), seen["picks"][n]), "the frozen pick mask differs from the picks before compacting"
+
+
+def test_compaction_keeps_the_largest_ratio_that_met_the_goal(monkeypatch):
+    m, bench = _method({"goal": "explicit", "goals": [0.5], "grow": False, "prune_ratio": 0.9,
+                        "prune_interval": 0.2}, n_tasks=1)
+    # unpruned, then the ladder 0.2, 0.4, 0.6, 0.8, 0.9: a miss at 0.4 does not end the search
+    _script_accuracy(monkeypatch, m, [0.95, 0.9, 0.1, 0.8, 0.2, 0.3])
+    rec = m.learn(bench.tasks[0])
+    assert rec["compaction"] == {"0.2": 0.9, "0.4": 0.1, "0.6": 0.8, "0.8": 0.2, "0.9": 0.3}
+    assert rec["pruning_ratio"] == 0.6 and rec["val_accuracy"] == 0.8
+    # the model is the 0.6 state, not the last one tried (0.9)
+    released = sum(int((l.owner == 0).sum()) for _, l in weighted_layers(m.model))
+    total = sum(l.owner.numel() for _, l in weighted_layers(m.model))
+    assert abs(released / total - 0.6) < 0.02
+
+
+@pytest.mark.parametrize("reserve,ratio", [(None, 0.5), (4, 0.8)])
+def test_missed_goal_still_pruned_to_the_reserve(monkeypatch, reserve, ratio):
+    opts = {"goal": "explicit", "goals": [0.0, 1.0, 0.0], "grow": False, "retrain_epochs": 0}
+    if reserve is not None:
+        opts["reserve_for_tasks"] = reserve
+    m, bench = _method(opts, n_tasks=3)
+    m.learn(bench.tasks[0])
+    claimed = {}
+    _wrap(monkeypatch, m, "_compact",
+          before=lambda *a, **kw: claimed.update({n: int((l.owner == 2).sum()) for n, l in weighted_layers(m.model)}))
+    rec = m.learn(bench.tasks[1])
+    assert rec["missed_goal"] and rec["pruning_ratio"] == ratio
+    assert rec["reserve_for_tasks"] == (reserve if reserve is not None else 1)
+    kept = {n: int((l.owner == 2).sum()) for n, l in weighted_layers(m.model)}
+    for n in kept:
+        assert kept[n] == claimed[n] - int(ratio * claimed[n] + 1e-9)
+    assert m.size()["released_ratio"] > 0
+    m.learn(bench.tasks[2])
+    assert sum(int((l.owner == 3).sum()) for _, l in weighted_layers(m.model)) > 0, "task 3 found no free weight"
+
+
+def test_growth_restarts_from_the_state_before_the_task(monkeypatch):
+    m, bench = _method({"goal": "explicit", "goals": [0.0, 1.0], "max_expansion": 1.5, "retrain_epochs": 0})
+    m.learn(bench.tasks[0])
+    before = {n: l.weight.detach().clone() for n, l in weighted_layers(m.model)}
+    starts = []
+    orig = m._train_task
+
+    def spy(task):
+        starts.append({n: l.weight.detach().clone() for n, l in weighted_layers(m.model)})
+        return orig(task)
+
+    monkeypatch.setattr(m, "_train_task", spy)
+    rec = m.learn(bench.tasks[1])
+    assert rec["growth_rounds"] == 1 and len(starts) == 2
+    for n, w0 in before.items():
+        again = starts[1][n][tuple(slice(0, s) for s in w0.shape)]
+        assert torch.equal(again, w0), f"{n}: the second attempt did not start from the weights before the task"
+        assert starts[1][n].shape != w0.shape or n.endswith("0"), "growth must add units"
+
+
+@pytest.mark.parametrize("gate,rounds", [(None, 0), (1.0, 1)])
+def test_training_accuracy_gate_expands(gate, rounds):
+    m, bench = _method({"goal": "explicit", "goals": [0.0], "train_accuracy_gate": gate, "prune_interval": 0.5},
+                       n_tasks=1)
+    rec = m.learn(bench.tasks[0])
+    assert rec["growth_rounds"] == rounds
+    assert (m.size()["expansion_ratio"] > 1.0) == (rounds > 0)
+
+
+@pytest.mark.parametrize("better", [False, True])
+def test_retraining_kept_only_when_better(monkeypatch, better):
+    m, bench = _method({"goal": "explicit", "goals": [0.0, 0.0], "grow": False, "prune_ratio": 0.5,
+                        "prune_interval": 0.5, "retrain_epochs": 3, "retrain_patience": 2})
+    m.learn(bench.tasks[0])
+    state = {}
+
+    def before(task, val):
+        state["w"] = {n: l.weight.detach().clone() for n, l in weighted_layers(m.model)}
+        state["picks"] = _picks(m, 2)
+
+    _wrap(monkeypatch, m, "_retrain", before)
+    # unpruned, ratio 0.5, then up to 3 retraining epochs
+    after = [0.9, 0.9, 0.95, 0.8, 0.8] if better else [0.9, 0.9, 0.5, 0.5, 0.5]
+    _script_accuracy(monkeypatch, m, [0.9, 0.9] + after[2:])
+    rec = m.learn(bench.tasks[1])
+    assert rec["retrain"]["kept"] is better
+    same = all(torch.equal(l.weight.detach(), state["w"][n]) for n, l in weighted_layers(m.model))
+    assert same is not better
+    if not better:
+        assert rec["retrain"]["epochs"] == 2  # early stop after 2 epochs without a better accuracy
+        for n, l in weighted_layers(m.model):
+            assert torch.equal(l.pick_mask(2), state["picks"][n])
+        assert rec["val_accuracy"] == 0.9
+    else:
+        assert rec["val_accuracy"] == 0.95
