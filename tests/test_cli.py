@@ -29,6 +29,13 @@ def test_unknown_method(capsys, tmp_path):
     assert "unknown method 'nope'" in err and "cpg" in err
 
 
+def test_preset_the_benchmark_lacks_lists_those_it_has(capsys, tmp_path):
+    err = _err(capsys, ["run", "-q", "--benchmark", "digits", "--preset", "paper", "--out", str(tmp_path)])
+    assert "no 'paper' preset" in err and "it has: cpu" in err
+    err = _err(capsys, ["run", "-q", "--benchmark", "permuted-mnist", "--preset", "full", "--out", str(tmp_path)])
+    assert "it has: cpu, paper" in err
+
+
 def test_missing_data_folder(capsys, tmp_path):
     err = _err(capsys, ["run", "-q", "--benchmark", "split-cifar10", "--data-root", str(tmp_path / "nothing"),
                         "--out", str(tmp_path / "o")])

@@ -52,7 +52,17 @@ def test_table_and_verdict_read_results():
             "b": {"accuracy_matrix": [[0.9], [0.9, 0.8]], "average_accuracy": 0.85, "bwt": 0.0,
                   "model_size_bytes": 2**21, "expansion_ratio": 1.5, "released_ratio": 0.2, "wall_time_s": 4}}
     table = comparison_table(runs)
-    assert "| a | 80.00 | 70.00 | 75.00 | -10.00 | 1.00 | — | 1.000 | 3 |" in table
+    assert "| a | 80.00 | 70.00 | 75.00 | -10.00 | 1.00 | — | 1.000 | — | 3 |" in table
+    # epochs per task: the engine's per-task record, else the configured epochs; size against a
+    # dense backbone when a scratch run (K models) is in the comparison
+    runs["b"]["tasks"] = [{"network_epochs": 10}, {"network_epochs": 15}]
+    runs["scratch"] = {"accuracy_matrix": [[0.9], [0.9, 0.7]], "average_accuracy": 0.8, "bwt": 0.0,
+                       "model_size_bytes": 2**21, "expansion_ratio": 2.0, "released_ratio": None, "wall_time_s": 5,
+                       "config": {"train": {"epochs": 4}}}
+    table = comparison_table(runs)
+    assert "size / dense (x)" in table
+    assert "| b | 90.00 | 80.00 | 85.00 | +0.00 | 1.50 | 0.20 | 2.000 | 2.00 | 12.5 | 4 |" in table
+    assert "| scratch | 90.00 | 70.00 | 80.00 | +0.00 | 2.00 | — | 2.000 | 2.00 | 4.0 | 5 |" in table
     v = verdict(runs)
     assert "highest average accuracy: **b**" in v and "most forgetting: **a**" in v and "smallest model" in v
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from unforget.config import PRESETS
 from unforget.errors import UnforgetError
 
 EPILOG = """examples:
@@ -28,8 +29,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     """Options shared by `run` and `compare`."""
     p.add_argument("--benchmark", "-b", help="task sequence (see `unforget list`); default: digits, embedded, no download")
     p.add_argument("--config", "-c", help="YAML file overriding the preset (same keys as results.json's config)")
-    p.add_argument("--preset", default="cpu", choices=["cpu", "paper"],
-                   help="hyper-parameter preset: cpu (a 2-core machine finishes in minutes) or paper (published settings)")
+    p.add_argument("--preset", default="cpu", choices=list(PRESETS),
+                   help="hyper-parameter preset: cpu (a 2-core machine finishes in minutes), full (split-cifar10 on "
+                        "all images, about half an hour per method on 2 cores) or paper (published settings)")
     p.add_argument("--data-root", help="folder holding the datasets (default: $UNFORGET_DATA_ROOT or ./data)")
     p.add_argument("--download", action="store_true", help="download missing official archives (needs internet)")
     p.add_argument("--out", "-o", help="output folder (default: runs/BENCHMARK-METHOD)")

@@ -68,7 +68,7 @@ class RunConfig(_Strict):
     device: str = "cpu"
 
 
-PRESETS = ("cpu", "paper")
+PRESETS = ("cpu", "paper", "full")
 
 
 def run_identity(config: RunConfig) -> dict:
@@ -105,12 +105,17 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def preset(benchmark: str, name: str = "cpu") -> dict:
-    """The preset mapping for ``benchmark`` (``{}`` when the benchmark has none)."""
+    """The preset mapping for ``benchmark``: ``{}`` for the default ``cpu`` preset of a benchmark
+    that has none (own data); raises :class:`ConfigError` for any other preset the benchmark
+    lacks, listing those it has."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}'; presets: {', '.join(PRESETS)}")
     f = resources.files("unforget") / "presets" / f"{benchmark}.{name}.yaml"
     if not f.is_file():
-        return {}
+        if name == "cpu":
+            return {}
+        have = [p for p in PRESETS if (resources.files("unforget") / "presets" / f"{benchmark}.{p}.yaml").is_file()]
+        raise ConfigError(f"benchmark '{benchmark}' has no '{name}' preset; it has: {', '.join(have) or 'none (defaults only)'}")
     data = yaml.safe_load(f.read_text()) or {}
     return data
 

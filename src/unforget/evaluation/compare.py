@@ -36,22 +36,44 @@ def _x(v: Optional[float]) -> str:
     return "—" if v is None else f"{v:.2f}"
 
 
+def network_epochs(results: dict) -> Optional[float]:
+    """Mean training epochs per task of the network that serves the tasks: the engine's record
+    (training, growth restarts, compaction and retraining) where present, else the configured
+    ``train.epochs``. Reference models trained only to set accuracy goals are not counted."""
+    per_task = [t.get("network_epochs") for t in results.get("tasks", [])]
+    if per_task and all(e is not None for e in per_task):
+        return sum(per_task) / len(per_task)
+    return results.get("config", {}).get("train", {}).get("epochs")
+
+
+def dense_bytes(runs: dict[str, dict]) -> Optional[float]:
+    """Bytes of one dense backbone with one head: a ``scratch`` run's size over its task count."""
+    r = runs.get("scratch")
+    if not r or not r.get("model_size_bytes"):
+        return None
+    return r["model_size_bytes"] / len(r["accuracy_matrix"])
+
+
 def comparison_table(runs: dict[str, dict]) -> str:
     """Markdown: one row per method; test accuracy (%) on each task after the last task, Avg.,
-    BWT, Exp. (x), Red. (x), model size (MiB) and wall time."""
+    BWT, Exp. (x), Red. (x), model size (MiB), size against one dense backbone (when a
+    ``scratch`` run gives it), network epochs per task and wall time."""
     K = max(len(r["accuracy_matrix"]) for r in runs.values())
-    head = ["method"] + [f"T{j + 1}" for j in range(K)] + ["Avg.", "BWT", "Exp. (x)", "Red. (x)", "size (MiB)",
-                                                          "time (s)"]
+    dense = dense_bytes(runs)
+    head = ["method"] + [f"T{j + 1}" for j in range(K)] + ["Avg.", "BWT", "Exp. (x)", "Red. (x)", "size (MiB)"]
+    head += (["size / dense (x)"] if dense else []) + ["epochs / task", "time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in runs.items():
         last = r["accuracy_matrix"][-1]
         cells = [_pct(last[j]) if j < len(last) else "" for j in range(K)]
         bwt = r.get("bwt")
         size = r.get("model_size_bytes")
-        lines.append("| " + " | ".join([name, *cells, _pct(r.get("average_accuracy")),
-                                         "—" if bwt is None else f"{100 * bwt:+.2f}", _x(r.get("expansion_ratio")),
-                                         _x(r.get("released_ratio")), "—" if size is None else f"{size / 2**20:.3f}",
-                                         f"{r.get('wall_time_s', 0):.0f}"]) + " |")
+        ep = network_epochs(r)
+        row = [name, *cells, _pct(r.get("average_accuracy")), "—" if bwt is None else f"{100 * bwt:+.2f}",
+               _x(r.get("expansion_ratio")), _x(r.get("released_ratio")), "—" if size is None else f"{size / 2**20:.3f}"]
+        row += ([_x(size / dense) if size else "—"] if dense else [])
+        row += ["—" if ep is None else f"{ep:.1f}", f"{r.get('wall_time_s', 0):.0f}"]
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -106,7 +128,10 @@ def comparison_report(runs: dict[str, dict], plots: list[str]) -> str:
            "## Accuracy after the last task (CPG paper, Tables 1-2 layout)", "",
            "Test accuracy (%) on each task after learning all tasks; Avg. = average accuracy; BWT = backward "
            "transfer (negative = forgetting); Exp. = weights allocated / original network; Red. = released "
-           "weights left / original network; size = bytes needed to serve every task.", "", comparison_table(runs)]
+           "weights left / original network; size = bytes needed to serve every task; size / dense = that size "
+           "over one dense backbone's (a scratch model's); epochs / task = training epochs of the serving network "
+           "per task (growth restarts, compaction and retraining counted; goal reference models not).", "",
+           comparison_table(runs)]
     cap = capacity_table(runs)
     if cap:
         out += ["## Capacity used per layer (CLNP diagnostics)", "", cap]

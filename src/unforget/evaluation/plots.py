@@ -117,6 +117,26 @@ def model_size_plot(runs: dict[str, dict], path: Path) -> Path:
     return _save(plt, fig, path)
 
 
+def expansion_plot(runs: dict[str, dict], path: Path) -> Path | None:
+    """Exp. (weights allocated / original network, solid) and Red. (released weights left /
+    original network, dashed) after each task, for the runs that record them per task (the
+    engine methods); ``None`` when no run does. Hung et al. 2019, Table 1's Exp. and Red."""
+    series = {n: [(t.get("expansion_ratio"), t.get("released_ratio")) for t in r["tasks"]] for n, r in runs.items()}
+    series = {n: s for n, s in series.items() if s and all(e is not None and f is not None for e, f in s)}
+    if not series:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for i, (name, s) in enumerate(series.items()):
+        color = f"C{i}"
+        x = range(1, len(s) + 1)
+        ax.plot(x, [e for e, _ in s], marker="o", ms=3, color=color, label=f"{name} Exp.")
+        ax.plot(x, [f for _, f in s], marker="s", ms=3, ls="--", color=color, label=f"{name} Red.")
+    ax.set_ylim(bottom=0)
+    _tasks_axis(ax, "x original network's weights", "expansion (Exp.) and released weights left (Red.)", 6)
+    return _save(plt, fig, path)
+
+
 def unit_capacity_plot(results: dict, path: Union[str, Path]) -> Path:
     """Plot CLNP's capacity diagnostics (Golkar et al. 2019, Figs. 3, 4b, 5b) to ``path`` (PNG,
     PDF or SVG by suffix): per layer, the share of units in use after each task (left) and the
@@ -163,6 +183,9 @@ def all_plots(runs: dict[str, dict], folder: Path) -> list[str]:
     """Write every figure of a comparison into ``folder``; returns their paths."""
     out = [accuracy_over_sequence(runs, folder / "accuracy_over_tasks.png"),
            model_size_plot(runs, folder / "model_size.png")]
+    exp = expansion_plot(runs, folder / "expansion.png")
+    if exp:
+        out.append(exp)
     for name, r in runs.items():
         out.append(accuracy_heatmap(name, r, folder / f"heatmap_{name}.png"))
         cap = capacity_plot(name, r, folder / f"capacity_{name}.png")
