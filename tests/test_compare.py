@@ -20,8 +20,9 @@ def test_compare_writes_report_and_skips_finished_methods(tmp_path, capsys):
     text = (out / "report.md").read_text()
     assert "| packnet |" in text and "| finetune |" in text and "Avg." in text and "Exp. (x)" in text
     for png in ("accuracy_over_tasks.png", "model_size.png", "heatmap_packnet.png", "heatmap_finetune.png",
-                "capacity_packnet.png"):
+                "capacity_packnet.png", "expansion.png"):
         assert (out / png).stat().st_size > 1000
+    assert "![expansion](expansion.png)" in text  # packnet records Exp. and Red. per task; finetune does not
     res = json.loads((out / "packnet" / "results.json").read_text())
     assert res["bwt"] == 0.0 and len(res["tasks"]) == 5
     assert all(t["model_size_bytes"] > 0 for t in res["tasks"])
