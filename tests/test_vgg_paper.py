@@ -218,7 +218,7 @@ def _cfg(method: str, options: dict) -> RunConfig:
 
 def test_clnp_runs_exactly_on_the_paper_vgg():
     bench = _bench()
-    m = build_method(_cfg("clnp", {"thresholds": [0.0, 0.05], "margin": 0.0}), bench, progress=False)
+    m = build_method(_cfg("clnp", {"threshold_steps": 2, "margin": 0.0}), bench, progress=False)
     assert [ul.group.name for ul in m.chain][-2:] == ["fc1", "fc2"]
     assert isinstance(m.chain[-1].probe, TaskLinear)  # no BN after the FC layers: the layer itself
     probe = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))

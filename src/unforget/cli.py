@@ -39,6 +39,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=float, help="width multiplier of the zoo model (1.0 = published size)")
     p.add_argument("--model", help="zoo model name (default: per benchmark, see `unforget list`)")
     p.add_argument("--batch-size", type=int, help="mini-batch size")
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"],
+                   help="optimizer of the weights (train.optimizer; the preset's, else sgd with Nesterov momentum)")
     p.add_argument("--lr", type=float, help="learning rate of the weights")
     p.add_argument("--seed", type=int, help="seed of initialisation, batch order and augmentation")
     p.add_argument("--device", help="cpu (default) or cuda")
@@ -77,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _overrides(a: argparse.Namespace) -> dict:
     o: dict = {}
-    train = {k: v for k, v in {"epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr}.items() if v is not None}
+    flags = {"epochs": a.epochs, "batch_size": a.batch_size, "optimizer": a.optimizer, "lr": a.lr}
+    train = {k: v for k, v in flags.items() if v is not None}
     if train:
         o["train"] = train
     model = {k: v for k, v in {"width": a.width, "name": a.model}.items() if v is not None}

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
-from unforget.config import method_options, resolve, run_identity
+from unforget.config import method_options, resolve, same_run
 from unforget.methods import get_method
 from unforget.errors import ConfigError
 from unforget.evaluation.compare import comparison_report, load_results
@@ -58,7 +58,7 @@ def compare(benchmark: str, methods: Sequence[str], out: str | Path, *, preset: 
         done = mdir / "results.json"
         if done.is_file():
             prev = json.loads(done.read_text())
-            if prev.get("config") == run_identity(cfg) and len(prev["accuracy_matrix"]) == len(bench):
+            if same_run(prev.get("config"), cfg) and len(prev["accuracy_matrix"]) == len(bench):
                 results[m] = prev
                 continue
         resume = (mdir / CHECKPOINT).is_file()

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from unforget.errors import ConfigError
 
@@ -40,20 +40,38 @@ class ModelConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    """Shared training-loop hyper-parameters (SGD with Nesterov momentum by default).
+    """Shared training-loop hyper-parameters; SGD with Nesterov momentum by default.
 
-    ``lr_milestones`` are epochs at which the learning rate is multiplied by ``lr_gamma``.
+    ``optimizer`` picks the ``torch.optim`` class every method trains its weights with:
+    ``sgd`` (``momentum``, ``nesterov``), ``adam`` or ``adamw`` (``betas``, ``eps``; Kingma & Ba
+    2015, Loshchilov & Hutter 2019). ``weight_decay`` is L2 added to the gradient for ``sgd`` and
+    ``adam`` and decoupled (``w -= lr * wd * w``) for ``adamw``. Methods with exact unforgetting
+    give their shared weight tensors no optimizer weight decay at all: they fold the decay into
+    the gradient of the weights the task in training owns (``layers/masks.py``), so with
+    ``adamw`` those weights get the coupled form, since a decoupled one would also shrink the
+    frozen weights of earlier tasks. ``lr_milestones`` are epochs at which the learning rate is
+    multiplied by ``lr_gamma``.
     """
 
     epochs: int = Field(3, ge=1, le=100000)
     batch_size: int = Field(64, ge=2, le=1_000_000)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(1e-2, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
     weight_decay: float = Field(4e-5, ge=0)
     lr_milestones: list[int] = Field(default_factory=list)
     lr_gamma: float = Field(0.1, gt=0)
     eval_batch_size: int = Field(512, ge=1)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v):
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError("Adam's betas must both be in [0, 1)")
+        return v
 
 
 class RunConfig(_Strict):
@@ -78,6 +96,17 @@ def run_identity(config: RunConfig) -> dict:
     data = config.model_dump(mode="json")
     data["methods"] = {k: v for k, v in data["methods"].items() if k == config.method}
     return data
+
+
+def same_run(stored: Any, config: RunConfig) -> bool:
+    """Whether ``stored`` (a checkpoint's or ``results.json``'s ``config``) is the
+    :func:`run_identity` of ``config``. ``stored`` is validated again first, so keys added to the
+    configuration after it was written compare at their defaults (a run folder written before
+    ``train.optimizer`` existed is an SGD run); a mapping that no longer validates never matches."""
+    try:
+        return run_identity(RunConfig.model_validate(stored)) == run_identity(config)
+    except ValidationError:
+        return False
 
 
 def _merge(base: dict, over: dict) -> dict:

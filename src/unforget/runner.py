@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from unforget import __version__
 from unforget.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from unforget.config import RunConfig, run_identity
+from unforget.config import RunConfig, run_identity, same_run
 
 from unforget.data.task import Benchmark
 from unforget.errors import ConfigError, UnforgetError
@@ -93,7 +93,7 @@ def run(config: RunConfig, *, data_root: Optional[str] = None, out_dir: Optional
         if out is None or not (out / CHECKPOINT).is_file():
             raise UnforgetError(f"--resume: no checkpoint in {out}; run without --resume first")
         tensors, meta = load_checkpoint(out / CHECKPOINT, config.device)
-        if meta["config"] != run_identity(config):
+        if not same_run(meta["config"], config):
             raise UnforgetError(f"--resume: the checkpoint in {out} was made with another configuration")
         method.load_state(tensors, meta["method"])
         R, records, wall0 = meta["accuracy_matrix"], meta["records"], meta["wall_time_s"]

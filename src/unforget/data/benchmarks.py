@@ -369,7 +369,7 @@ def build_split_mnist(opts: BuildOptions) -> Benchmark:
 @register_benchmark("permuted-mnist", "MNIST with a fixed pixel permutation per task (task 1 unpermuted), "
                                       "10 classes each, flattened 784 inputs (Golkar et al. 2019)")
 def build_permuted_mnist(opts: BuildOptions) -> Benchmark:
-    """``permuted-mnist`` (Golkar et al. 2019, Sec. 4; Goodfellow et al. 2013): ``n_tasks`` tasks
+    """``permuted-mnist`` (Golkar et al. 2019, Sec. 3.1; Goodfellow et al. 2013): ``n_tasks`` tasks
     (default 10) of the 10 MNIST digits; task 1 sees the unpermuted images, task ``k >= 2`` a fixed
     pixel permutation drawn from ``(seed, k)``. Inputs are flattened, shape ``(784,)``.
 
@@ -461,7 +461,7 @@ def build_split_cifar100(opts: BuildOptions) -> Benchmark:
 @register_benchmark("cifar10-cifar100", "CIFAR-10 (10 classes) then CIFAR-100 in 10-class tasks, 6 tasks by "
                                         "default, up to 11 (Golkar et al. 2019)")
 def build_cifar10_cifar100(opts: BuildOptions) -> Benchmark:
-    """``cifar10-cifar100`` (Golkar et al. 2019, Sec. 4; Zenke et al. 2017): task 1 = all of
+    """``cifar10-cifar100`` (Golkar et al. 2019, Sec. 3.2; Zenke et al. 2017): task 1 = all of
     CIFAR-10, tasks 2..n = CIFAR-100 fine classes 0-9, 10-19, ... (``n_tasks`` default 6, at most
     11); input ``(3, 32, 32)``; random crop (padding 4) + flip; each dataset its own mean/std.
 

@@ -128,7 +128,7 @@ class ImageTransform:
     2. to ``float32`` in ``[0, 1]`` (``uint8`` is divided by 255);
     3. :func:`normalize` with ``mean`` / ``std`` (skipped when ``mean`` is ``None``);
     4. if ``permutation`` is given, the flattened pixels are reordered, ``out[:, i] = in[:, perm[i]]``
-       (permuted MNIST, Golkar et al. 2019, Sec. 4; Goodfellow et al. 2013);
+       (permuted MNIST, Golkar et al. 2019, Sec. 3.1; Goodfellow et al. 2013);
     5. output shape ``(N, C*H*W)`` when ``flatten`` else ``(N, C, H, W)``.
 
     The object is a plain, picklable class; given the same generator state it is deterministic.

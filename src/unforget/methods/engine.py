@@ -134,15 +134,16 @@ class EngineMethod(Method):
 
     def _optimizers(self, task: int, lr: Optional[float] = None, pick_lr: Optional[float] = None
                     ) -> list[torch.optim.Optimizer]:
-        """SGD over the shared weights (only the task's own get gradient; weight decay folded
-        into that gradient) and the task's biases, batch norms and head (no weight decay, as the
-        reference); Adam over the task's pick scores when ``pick_lr`` is given."""
+        """The configured optimizer (SGD in the reference) over the shared weights (only the
+        task's own get gradient; weight decay folded into that gradient) and the task's biases,
+        batch norms and head (no weight decay, as the reference); Adam over the task's pick scores
+        when ``pick_lr`` is given."""
         shared = [l.weight for _, l in weighted_layers(self.model)]
         per_task = [l.biases[str(task)] for _, l in weighted_layers(self.model) if str(task) in l.biases]
         per_task += list(p for _, n in norm_layers(self.model) for p in n.norms[str(task)].parameters())
         per_task += list(self.model.heads[str(task)].parameters())
-        opts: list[torch.optim.Optimizer] = [self.trainer.sgd([{"params": shared}, {"params": per_task}], lr=lr,
-                                                              weight_decay=0.0)]
+        opts: list[torch.optim.Optimizer] = [self.trainer.optimizer([{"params": shared}, {"params": per_task}], lr=lr,
+                                                                    weight_decay=0.0)]
         scores = self._scores(task)
         for s in scores:
             s.requires_grad_(pick_lr is not None)

@@ -36,11 +36,11 @@ FINETUNE_LR = 5e-3
 
 def train_plain(method: Method, model: MultiHeadNet, task: Task, desc: str = "train",
                 lr: Optional[float] = None, trainer: Optional[Trainer] = None) -> float:
-    """Train every parameter of ``model`` on ``task`` with SGD at ``lr`` (default: the run's) and
-    the configured weight decay, using ``trainer`` (default: the method's); returns the
+    """Train every parameter of ``model`` on ``task`` with the configured optimizer
+    (``train.optimizer``) at ``lr`` (default: the run's) and the configured weight decay, using ``trainer`` (default: the method's); returns the
     validation accuracy in [0, 1]."""
     trainer = trainer or method.trainer
-    opt = trainer.sgd(model.parameters(), lr=lr)
+    opt = trainer.optimizer(model.parameters(), lr=lr)
     trainer.fit(model, task, [opt], desc=desc)
     return trainer.accuracy(model, task, "val")
 
@@ -90,8 +90,8 @@ class FinetuneChain:
     rate (``train.lr``); every later task ``t`` starts from a deep copy of the model of an
     earlier task of this chain chosen uniformly at random (its parent), gets a new head
     (the parent's head is dropped: each model carries only its own task's head) and is trained
-    with all parameters free by SGD at ``lr`` (default 5e-3, the reference's) with the
-    configured weight decay. Every task's model is kept unchanged afterwards, so nothing is
+    with all parameters free by the configured optimizer (the reference: SGD) at ``lr``
+    (default 5e-3, the reference's) with the configured weight decay. Every task's model is kept unchanged afterwards, so nothing is
     forgotten.
 
     Randomness is private and reproducible: the parent, the head initialisation, dropout and
@@ -207,7 +207,7 @@ class FinetuneCopiesOptions(BaseModel):
     """Options of ``methods.finetune-copies``."""
 
     model_config = ConfigDict(extra="forbid")
-    lr: float = Field(FINETUNE_LR, gt=0, description="SGD learning rate of the fine-tuned tasks (all but the first, "
+    lr: float = Field(FINETUNE_LR, gt=0, description="learning rate of the fine-tuned tasks (all but the first, "
                                                      "which trains from scratch at train.lr); the reference's 5e-3")
 
 

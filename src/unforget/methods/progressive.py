@@ -90,7 +90,7 @@ class ProgressiveNet(nn.Module):
             for name in self.lateral_names:
                 target = column.get_submodule(name)
                 lat[_key(name)] = nn.ModuleList([_adapter(c.get_submodule(name), target) for c in self.columns])
-            lat["head"] = nn.ModuleList([nn.Linear(c.feature_dim, n_classes, bias=False) for c in self.columns])
+            lat["head"] = nn.ModuleList([c.make_head(c.feature_dim, n_classes, bias=False) for c in self.columns])
         self.columns.append(column)
         self.laterals[str(k)] = lat.to(next(column.parameters()).device)
 
@@ -174,7 +174,7 @@ class ProgressiveNets(Method):
         """Add column ``task.id`` and train it with its lateral maps and head; nothing else trains."""
         self._add(task.id, task.n_classes)
         params = list(self.net.columns[-1].parameters()) + list(self.net.laterals[str(task.id)].parameters())
-        self.trainer.fit(self.net, task, [self.trainer.sgd(params)])
+        self.trainer.fit(self.net, task, [self.trainer.optimizer(params)])
         self.learned.append(task.id)
         return {"val_accuracy": self.trainer.accuracy(self.net, task, "val"), "columns": len(self.net.columns)}
 

@@ -176,7 +176,7 @@ class AnchoredQuadratic(Finetune):
     # --------------------------------------------------------------- Method interface
     def learn(self, task: Task) -> dict:
         head = self.model.add_head(task.id, task.n_classes)
-        opt = self.trainer.sgd(list(self.shared.values()) + list(head.parameters()))
+        opt = self.trainer.optimizer(list(self.shared.values()) + list(head.parameters()))
         hooks = self.training_hooks()
         self.trainer.fit(self.model, task, [opt], hooks=[QuadraticPenalty(self), *hooks])
         val = self.trainer.accuracy(self.model, task, "val")

@@ -6,8 +6,8 @@ owns unit ``u`` of a layer is the owner of its incoming weights (row ``u``): row
 released whole, so a row's owner is uniform. The helpers here read and edit that structure;
 the weight-level freezing itself is the task-aware layers' (``owner``, ``owned_weight``).
 
-Source: Golkar et al. 2019, Sec. 3 (neuron-level sparsity, free and active units, interference
-weights); design.md, "Task-aware layers".
+Source: Golkar et al. 2019 (arXiv:1903.04476v1), Secs. 2.1-2.2 (neuron-level sparsity, free and
+active units, interference weights); design.md, "Task-aware layers".
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def mean_activity(model: nn.Module, chain: Sequence[UnitLayer], batches: Iterabl
     mean of ``relu(probe output)`` over samples (and spatial positions for filters), in
     evaluation mode. Returns one ``float64`` tensor ``(units,)`` per layer.
 
-    Source: Golkar et al. 2019, Sec. 3 and Alg. 1 (a unit is active when its average activation
+    Source: Golkar et al. 2019, Sec. 2.2 and Alg. 1 (a unit is active when its average activation
     over the task's training data exceeds the threshold).
     """
     sums = [torch.zeros(ul.units, dtype=torch.float64) for ul in chain]

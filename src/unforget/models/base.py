@@ -21,6 +21,31 @@ def normal_head_init(head: nn.Linear) -> None:
         nn.init.zeros_(head.bias)
 
 
+class PooledConvHead(nn.Conv2d):
+    """A classifier head that is a convolution followed by a global average pool: input
+    ``(N, in_features, H, W)`` with ``H, W >= kernel_size`` -> logits ``(N, out_features)``.
+
+    The output layer of Golkar et al. 2019's wide fully convolutional net (Table 3: Conv 6,
+    3x3, stride 1, no padding, then AvgPool). ``in_features`` / ``out_features`` name its
+    channels as ``nn.Linear`` names its sizes, and ``weight[:, u]`` is what the head reads from
+    input unit ``u`` for both, so code that grows or masks a head by input unit serves both.
+    """
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, bias: bool = True) -> None:
+        super().__init__(in_features, out_features, kernel_size, bias=bias)
+
+    @property
+    def in_features(self) -> int:
+        return self.in_channels
+
+    @property
+    def out_features(self) -> int:
+        return self.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).mean(dim=(2, 3))
+
+
 class MultiHeadNet(nn.Module):
     """A shared feature extractor followed by one classifier head per task (multi-head).
 
@@ -32,9 +57,11 @@ class MultiHeadNet(nn.Module):
     ``self.feature_group`` names the group the heads read.
 
     ``self.head_init`` initialises every new head in :meth:`add_head`: ``None`` keeps PyTorch's
-    default ``nn.Linear`` init, else a callable ``head_init(head)`` that edits the new
-    ``nn.Linear`` in place (e.g. :func:`normal_head_init`). Builders set it; use a module-level
-    function so the model stays picklable.
+    default init, else a callable ``head_init(head)`` that edits the new head in place (e.g.
+    :func:`normal_head_init`). Builders set it; use a module-level function so the model stays
+    picklable. ``self.head_kernel`` chooses the kind of head (:meth:`make_head`): ``None``
+    (default) an ``nn.Linear`` over ``(N, feature_dim)`` features, ``k`` a
+    :class:`PooledConvHead` with a ``k x k`` kernel over ``(N, feature_dim, H, W)`` feature maps.
 
     ``forward(x, task)`` returns the logits of head ``task`` (1-based task id), shape
     ``(N, n_classes_task)``.
@@ -47,12 +74,20 @@ class MultiHeadNet(nn.Module):
         self.heads = nn.ModuleDict()
         self.groups_spec: dict[str, tuple[str, Optional[str]]] = {}
         self.task_context = None  # set by unforget.layers.to_task_aware
-        self.head_init: Optional[Callable[[nn.Linear], None]] = None
+        self.head_init: Optional[Callable[[nn.Module], None]] = None
+        self.head_kernel: Optional[int] = None
 
-    def add_head(self, task: int, n_classes: int, in_features: Optional[int] = None) -> nn.Linear:
-        """Create (or replace) the classifier head of ``task``, initialised by ``head_init``
-        (PyTorch's default when ``None``); returns it."""
-        head = nn.Linear(in_features or self.feature_dim, n_classes)
+    def make_head(self, in_features: int, n_classes: int, bias: bool = True) -> nn.Module:
+        """A new head of this network's kind (see ``head_kernel``) with PyTorch's default init."""
+        kernel = getattr(self, "head_kernel", None)
+        if kernel is None:
+            return nn.Linear(in_features, n_classes, bias=bias)
+        return PooledConvHead(in_features, n_classes, kernel, bias=bias)
+
+    def add_head(self, task: int, n_classes: int, in_features: Optional[int] = None) -> nn.Module:
+        """Create (or replace) the classifier head of ``task`` (:meth:`make_head`), initialised
+        by ``head_init`` (PyTorch's default when ``None``); returns it."""
+        head = self.make_head(in_features or self.feature_dim, n_classes)
         init = getattr(self, "head_init", None)
         if init is not None:
             with torch.no_grad():

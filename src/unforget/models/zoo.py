@@ -47,7 +47,7 @@ def build_model(name: str, input_shape: Sequence[int], width: float = 1.0, **kwa
 def mlp(input_shape: Sequence[int], width: float = 1.0, hidden: Sequence[int] = (2000, 2000)) -> MultiHeadNet:
     """Fully connected net: flatten -> [Linear -> ReLU] x len(hidden) -> per-task heads.
 
-    Source: Golkar et al. 2019, Sec. 4.1 (2 hidden layers of 2000 units for permuted MNIST).
+    Source: Golkar et al. 2019, Sec. 3.1 (2 hidden layers of 2000 units for permuted MNIST).
     """
     in_dim = 1
     for s in input_shape:

@@ -44,10 +44,10 @@ def accuracy(model: nn.Module, task: Task, split: str = "test", batch_size: int 
 
 
 class Trainer:
-    """Runs epochs of SGD over one task's training split and calls the hooks.
+    """Runs epochs of mini-batch training over one task's training split and calls the hooks.
 
     Args:
-        config: hyper-parameters (epochs, batch size, learning rate, momentum, schedule).
+        config: hyper-parameters (epochs, batch size, optimizer, learning rate, schedule).
         device: ``"cpu"`` or ``"cuda"``.
         seed: base seed; the batch order and augmentation of task t, round r are drawn from
             ``seed``, t and r, so a run is reproducible.
@@ -64,12 +64,27 @@ class Trainer:
         (seed, t, r), so a run resumed after task t - 1 draws what an uninterrupted one does."""
 
     # -------------------------------------------------------------- optimizers
-    def sgd(self, params: Iterable, lr: Optional[float] = None, weight_decay: Optional[float] = None) -> torch.optim.SGD:
-        """SGD with the configured momentum / Nesterov; ``weight_decay`` defaults to the config's."""
+    def optimizer(self, params: Iterable, lr: Optional[float] = None,
+                  weight_decay: Optional[float] = None) -> torch.optim.Optimizer:
+        """The configured ``torch.optim`` optimizer (``TrainConfig.optimizer``: SGD with
+        ``momentum`` / ``nesterov``, Adam or AdamW with ``betas`` / ``eps``) over ``params``
+        (tensors or param-group dicts; a group's own ``weight_decay`` wins).
+
+        ``lr`` and ``weight_decay`` default to the config's. Pass ``weight_decay=0.0`` (or give
+        the group ``"weight_decay": 0.0``) for tensors that hold frozen entries: SGD's and Adam's
+        decay adds ``wd * w`` to their zero gradient and AdamW's decoupled decay shrinks them,
+        either way moving weights of earlier tasks. An entry whose gradient is exactly zero at
+        every step and that has no weight decay is never moved by any of the three.
+        """
         c = self.config
-        return torch.optim.SGD(list(params), lr=lr if lr is not None else c.lr, momentum=c.momentum,
-                               nesterov=c.nesterov and c.momentum > 0,
-                               weight_decay=c.weight_decay if weight_decay is None else weight_decay)
+        lr = c.lr if lr is None else lr
+        wd = c.weight_decay if weight_decay is None else weight_decay
+        params = list(params)
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=c.momentum, nesterov=c.nesterov and c.momentum > 0,
+                                   weight_decay=wd)
+        cls = torch.optim.Adam if c.optimizer == "adam" else torch.optim.AdamW
+        return cls(params, lr=lr, betas=tuple(c.betas), eps=c.eps, weight_decay=wd)
 
     def schedulers(self, optimizers: Sequence[torch.optim.Optimizer]) -> list:
         c = self.config
