@@ -175,3 +175,42 @@ def test_retraining_kept_only_when_better(monkeypatch, better):
         assert rec["val_accuracy"] == 0.9
     else:
         assert rec["val_accuracy"] == 0.95
+
+
+def test_paper_preset_carries_the_reference_settings():
+    """`--preset paper` on split-cifar100 = the reference scripts' values (ivclab/CPG experiment1)."""
+    from unforget.config import resolve
+    from unforget.methods.cpg import CPGOptions, PackNetOptions, PAEOptions
+
+    def opts(method, cls):
+        cfg = resolve("split-cifar100", method, preset_name="paper")
+        return cfg, cls.model_validate(cfg.methods[method])
+
+    cfg, cpg = opts("cpg", CPGOptions)
+    assert cfg.model.name == "vgg16_bn" and cfg.model.width == 1.0
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.lr_milestones) == (100, 32, 0.01, [50, 80])
+    assert ratio_ladder(cpg.prune_ratio, cpg.prune_interval) == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+    assert (cpg.prune_epochs, cpg.prune_lr, cpg.prune_within_epochs, cpg.prune_frequency) == (20, 1e-3, 4, 10)
+    assert (cpg.retrain_epochs, cpg.retrain_lr, cpg.retrain_pick_lr, cpg.retrain_patience) == (30, 1e-3, 1e-4, 5)
+    assert (cpg.pick_lr, cpg.pick_lr_milestones, cpg.pick_lr_gamma, cpg.pick_freeze_epoch) == (5e-4, [50], 0.2, 70)
+    assert (cpg.max_expansion, cpg.grow_step, cpg.train_accuracy_gate, cpg.goal_tolerance) == (1.5, 0.5, 0.95, 0.0)
+    _, pae = opts("pae", PAEOptions)
+    assert (pae.goal, pae.max_expansion, pae.picks) == ("fine-max", 2.0, "all")
+    _, packnet = opts("packnet", PackNetOptions)
+    assert (packnet.prune_ratio, packnet.prune_epochs, packnet.prune_lr, packnet.compact) == (0.6, 30, 1e-3, "fixed")
+
+
+@pytest.mark.parametrize("own_free", [True, False])
+def test_pick_learning_rate_schedule(own_free):
+    """Pick lr x0.2 from epoch 50, 0 from epoch 70 only when the task has free weights of its own
+    (CPG_cifar100_main_normal.py: ``stop_lr_mask``)."""
+    m, _ = _method({"pick_lr_milestones": [50], "pick_lr_gamma": 0.2, "pick_freeze_epoch": 70}, n_tasks=1)
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=5e-4)
+    sched = m._pick_schedule(opt, own_free=own_free)
+    lrs = []
+    for _ in range(80):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[49] == pytest.approx(5e-4) and lrs[50] == pytest.approx(1e-4) and lrs[69] == pytest.approx(1e-4)
+    assert lrs[70] == (0.0 if own_free else pytest.approx(1e-4))
