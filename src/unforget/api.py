@@ -54,14 +54,18 @@ class RunResult(dict):
 def run(benchmark: Union[str, Benchmark] = "digits", method: str = "cpg",
         config: Union[None, dict, str, Path, RunConfig] = None, *, data_root: Optional[str] = None,
         out: Optional[Union[str, Path]] = None, preset: str = "cpu", resume: bool = False,
-        progress: bool = True) -> RunResult:
+        progress: bool = True, overwrite: bool = False) -> RunResult:
     """Learn ``benchmark`` (a registered name or a :class:`Benchmark`) with ``method``.
 
     ``config`` overrides the preset: a mapping with the keys of ``results.json``'s ``config``,
-    a YAML file path, or a complete :class:`RunConfig`. Returns a :class:`RunResult`.
+    a YAML file path, or a complete :class:`RunConfig`. Returns a :class:`RunResult`. With
+    ``out``, a run already there is refused unless ``resume`` (continue it) or ``overwrite``
+    (start over); the folder is locked while the run writes to it.
 
     Raises:
-        unforget.errors.UnforgetError: unknown names, bad options, missing or damaged data.
+        unforget.errors.UnforgetError: unknown names, bad options, missing or damaged data;
+            RunFolderError: ``out`` unusable, locked or holding a run; CheckpointError: damaged
+            checkpoint on ``resume``.
     """
     from unforget.runner import run as _run
 
@@ -77,7 +81,8 @@ def run(benchmark: Union[str, Benchmark] = "digits", method: str = "cpg",
             cfg = validate(_merge(data, {"benchmark": {"name": name}, "method": method}))
         else:
             cfg = resolve(name, method, preset_name=preset, config_file=file, overrides=overrides)
-    results = _run(cfg, data_root=data_root, out_dir=out, resume=resume, progress=progress, benchmark=bench_obj)
+    results = _run(cfg, data_root=data_root, out_dir=out, resume=resume, progress=progress, benchmark=bench_obj,
+                   overwrite=overwrite)
     m = results.pop("_method")
     res = RunResult(results)
     res.model = ServingModel(m)

@@ -1,46 +1,123 @@
 """Checkpoints: every tensor in a ``safetensors`` file (no pickled code is ever executed on
-load), the JSON metadata in the file's header; written atomically (temporary file + rename)."""
+load), the JSON metadata in the file's header, and a SHA-256 digest of both that is verified on
+every load; written atomically (temporary file + rename)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from unforget.errors import UnforgetError
+from unforget.atomic import temp_path
+from unforget.errors import CheckpointError
 
 CHECKPOINT = "checkpoint.safetensors"
+META_KEY, DIGEST_KEY = "unforget", "unforget_sha256"
+RUN_KEYS = ("config", "method", "accuracy_matrix", "records", "wall_time_s", "input_shape")
+"""Metadata keys every run checkpoint (written by :func:`unforget.runner.run`) carries."""
+_PICK = re.compile(r"^(.*)\.pick_(\d+)$")
+
+
+def digest(meta_json: str, tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) of the metadata string and of every tensor's name, dtype, shape and bytes
+    (in name order); any changed bit changes it."""
+    h = hashlib.sha256(meta_json.encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous().reshape(-1)
+        h.update(f"\0{name}\0{t.dtype}\0{tuple(tensors[name].shape)}\0".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
-    """Write ``tensors`` and the JSON-able ``meta`` to ``path`` atomically; returns the path."""
+    """Write ``tensors`` and the JSON-able ``meta`` to ``path`` atomically, with their digest;
+    returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = temp_path(path)
     flat = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    save_file(flat, str(tmp), metadata={"unforget": json.dumps(meta)})
+    text = json.dumps(meta)
+    save_file(flat, str(tmp), metadata={META_KEY: text, DIGEST_KEY: digest(text, flat)})
     os.replace(tmp, path)
     return path
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
-    """Read a checkpoint written by :func:`save_checkpoint`: ``(tensors, meta)``.
+    """Read a checkpoint written by :func:`save_checkpoint`: ``(tensors, meta)``, after
+    checking its digest.
 
     Raises:
-        UnforgetError: missing, truncated or foreign file.
+        CheckpointError: missing, truncated or foreign file, no or wrong digest, metadata that
+            is not a JSON mapping (one line naming the file).
     """
     path = Path(path)
     if not path.is_file():
-        raise UnforgetError(f"no checkpoint at {path}")
+        raise CheckpointError(f"no checkpoint at {path}")
     try:
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
-            meta = json.loads((f.metadata() or {}).get("unforget", "null"))
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            header = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises several types for damaged files
-        raise UnforgetError(f"checkpoint {path} is damaged or not an unforget checkpoint ({type(e).__name__})") from None
-    if meta is None:
-        raise UnforgetError(f"checkpoint {path} has no unforget metadata")
-    return tensors, meta
+        raise CheckpointError(f"checkpoint {path} is damaged or not an unforget checkpoint ({type(e).__name__})") from None
+    text, expected = header.get(META_KEY), header.get(DIGEST_KEY)
+    if text is None:
+        raise CheckpointError(f"checkpoint {path} has no unforget metadata")
+    if expected is None:
+        raise CheckpointError(f"checkpoint {path} has no digest (written by an older unforget?); rerun with --overwrite")
+    if digest(text, tensors) != expected:
+        raise CheckpointError(f"checkpoint {path} is damaged: its SHA-256 digest does not match its contents")
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        raise CheckpointError(f"checkpoint {path} is damaged: its metadata is not JSON") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {path} is damaged: its metadata is not a JSON mapping")
+    return {k: v.to(device) for k, v in tensors.items()}, meta
+
+
+def check_run_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> int:
+    """Check a run checkpoint's metadata keys (:data:`RUN_KEYS`) and its masks; returns the
+    number K of learned tasks (rows of the accuracy matrix).
+
+    Every ``*.owner`` tensor is an integer tensor with values in 0..K (0: free); every
+    ``*.pick_t`` is a bool tensor of the shape of its layer's ``owner``, for a learned task
+    ``t`` (2..K), and picks only weights of earlier tasks (owner in 1..t-1).
+
+    Raises:
+        CheckpointError: one line naming the file and what is wrong.
+    """
+    missing = [k for k in RUN_KEYS if k not in meta]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is damaged: its metadata lacks {', '.join(missing)}")
+    if not isinstance(meta["accuracy_matrix"], list) or not isinstance(meta["records"], list) \
+            or len(meta["records"]) != len(meta["accuracy_matrix"]):
+        raise CheckpointError(f"checkpoint {path} is damaged: accuracy_matrix and records disagree")
+    k = len(meta["accuracy_matrix"])
+    for name, t in tensors.items():
+        if name.endswith(".owner"):
+            if t.dtype.is_floating_point or t.dtype == torch.bool or t.dtype.is_complex:
+                raise CheckpointError(f"checkpoint {path}: {name} has dtype {t.dtype}, not an integer type")
+            if t.numel() and (int(t.min()) < 0 or int(t.max()) > k):
+                raise CheckpointError(f"checkpoint {path}: {name} holds owners {int(t.min())}..{int(t.max())}, "
+                                      f"outside 0..{k} (learned tasks)")
+        m = _PICK.match(name)
+        if m:
+            _check_pick(path, name, t, tensors.get(m.group(1) + ".owner"), int(m.group(2)), k)
+    return k
+
+
+def _check_pick(path, name: str, pick: torch.Tensor, owner, task: int, k: int) -> None:
+    if not 2 <= task <= k:
+        raise CheckpointError(f"checkpoint {path}: {name} is a pick mask of task {task}, not one of the "
+                              f"learned tasks 2..{k}")
+    if pick.dtype != torch.bool:
+        raise CheckpointError(f"checkpoint {path}: {name} has dtype {pick.dtype}, not bool")
+    if owner is None or owner.shape != pick.shape:
+        raise CheckpointError(f"checkpoint {path}: {name} has no owner tensor of its shape {tuple(pick.shape)}")
+    if bool((pick & ~((owner > 0) & (owner < task))).any()):
+        raise CheckpointError(f"checkpoint {path}: {name} picks weights that no earlier task owns")

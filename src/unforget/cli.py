@@ -15,13 +15,15 @@ EPILOG = """examples:
   unforget run --benchmark split-cifar10 --method finetune --epochs 2 --width 0.25
   unforget run --benchmark split-cifar100 --method cpg --preset paper --device cuda
   unforget run --benchmark split-cifar10 --method cpg --out runs/c10 --resume   # continue after a stop
+  unforget run --benchmark split-cifar10 --method cpg --out runs/c10 --overwrite  # start that run over
   unforget compare --benchmark split-cifar10 --methods cpg,packnet,scratch,finetune --data-root ../shared/data
   unforget report runs/compare-split-cifar10     # rebuild tables and figures without training
   unforget list                                  # benchmarks, methods and models
 
 Results: OUT/results.json (accuracy matrix R[i][j] = test accuracy on task j after learning
 task i, average accuracy, BWT, model size, Exp., Red.), OUT/report.md, and a checkpoint
-OUT/checkpoint.safetensors written after every task.
+OUT/checkpoint.safetensors written after every task. A folder holding a run is never overwritten
+unless --overwrite is given; one process at a time writes to it (OUT/.lock).
 """
 
 
@@ -60,12 +62,16 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--method", "-m", help="continual-learning method (see `unforget list`); default: cpg")
     _common(r)
     r.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    r.add_argument("--overwrite", action="store_true",
+                   help="start over: delete the previous run's results and checkpoint in --out first (a run "
+                        "already in --out is otherwise refused)")
     c = sub.add_parser("compare", help="run several methods on one benchmark and write one report",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Run several methods on one benchmark with one configuration (same seeds, splits "
                        "and epochs), one after another, and write OUT/report.md (the CPG paper's table layout: one "
                        "column per task, then Avg., BWT, Exp., Red., model size), CLNP's capacity table and PNG "
-                       "figures. A method already finished in OUT is not run again; an interrupted one resumes.",
+                       "figures. A method already finished in OUT is not run again; an interrupted one resumes; one made "
+                       "with another configuration starts over; one line per method says which.",
                        epilog="example:\n  unforget compare --benchmark split-cifar10 --methods "
                        "cpg,packnet,pae,piggyback,scratch,finetune --data-root ../shared/data")
     c.add_argument("--methods", required=True, help="comma-separated method names, e.g. cpg,packnet,scratch")
@@ -110,7 +116,8 @@ def _run(a: argparse.Namespace) -> None:
 
     cfg = resolve(a.benchmark, a.method, preset_name=a.preset, config_file=a.config, overrides=_overrides(a))
     out = a.out or f"runs/{cfg.benchmark.name}-{cfg.method}"
-    results = run(cfg, data_root=a.data_root, out_dir=out, resume=a.resume, progress=not a.quiet, download=a.download)
+    results = run(cfg, data_root=a.data_root, out_dir=out, resume=a.resume, progress=not a.quiet, download=a.download,
+                  overwrite=a.overwrite)
     from unforget.evaluation import markdown_report
 
     print(markdown_report(results))

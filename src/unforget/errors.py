@@ -15,3 +15,12 @@ class ConfigError(UnforgetError):
 
 class RegistryError(UnforgetError):
     """Unknown benchmark, method or model name."""
+
+
+class CheckpointError(UnforgetError):
+    """A checkpoint file missing, damaged (digest mismatch, bad metadata) or inconsistent."""
+
+
+class RunFolderError(UnforgetError):
+    """An output folder that cannot be used: not writable, locked by another run, or holding a
+    run that would be overwritten."""

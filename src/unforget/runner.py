@@ -11,13 +11,15 @@ import torch
 from tqdm.auto import tqdm
 
 from unforget import __version__
-from unforget.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from unforget.atomic import write_atomic
+from unforget.checkpoint import CHECKPOINT, check_run_checkpoint, load_checkpoint, save_checkpoint
 from unforget.config import RunConfig, run_identity, same_run
 
 from unforget.data.task import Benchmark
-from unforget.errors import ConfigError, UnforgetError
+from unforget.errors import CheckpointError, ConfigError, UnforgetError
 from unforget.evaluation import average_accuracy, bwt, forgetting, markdown_report
 from unforget.methods import Method, get_method
+from unforget.runfolder import run_folder
 from unforget.training import Trainer, accuracy, seed_everything
 
 
@@ -70,32 +72,63 @@ def _results(config: RunConfig, benchmark: Benchmark, method: Method, R: list, r
 
 def run(config: RunConfig, *, data_root: Optional[str] = None, out_dir: Optional[str | Path] = None,
         resume: bool = False, progress: bool = True, benchmark: Optional[Benchmark] = None,
-        download: bool = False) -> dict:
+        download: bool = False, overwrite: bool = False) -> dict:
     """Learn every task of the configured benchmark with the configured method.
 
     After task i the method is evaluated on the test split of tasks 1..i (row i of the accuracy
     matrix R); with ``out_dir`` a checkpoint (``checkpoint.safetensors``), ``results.json`` and
     ``report.md`` are written after every task. ``resume`` continues from the checkpoint's last
-    finished task (the configuration must be the same).
+    finished task (the configuration must be the same) and ends with what an uninterrupted run
+    ends with, bit for bit (same machine, build and thread count). ``out_dir`` is checked,
+    locked (``OUT/.lock``) and cleared of a killed writer's temporary files before anything
+    trains; a run already there is refused unless ``resume`` or ``overwrite`` (start over).
 
     Returns:
         The ``results.json`` mapping (design.md, "Metrics and reports").
     Raises:
-        UnforgetError: bad configuration, data or checkpoint.
+        UnforgetError: bad configuration, data or checkpoint; RunFolderError: unusable, locked or
+            occupied ``out_dir``; CheckpointError: damaged or inconsistent checkpoint.
     """
+    if out_dir is None:
+        if resume:
+            raise UnforgetError("--resume needs the run's output folder (--out)")
+        return _run(config, data_root, None, False, progress, benchmark, download)
+    with run_folder(out_dir, resume=resume, overwrite=overwrite) as out:
+        return _run(config, data_root, out, resume, progress, benchmark, download)
+
+
+def _resume(method: Method, config: RunConfig, out: Path) -> dict:
+    """Load ``out``'s checkpoint into ``method``; returns its metadata."""
+    path = out / CHECKPOINT
+    if not path.is_file():
+        raise UnforgetError(f"--resume: no checkpoint in {out}; run without --resume first")
+    tensors, meta = load_checkpoint(path, config.device)
+    check_run_checkpoint(path, tensors, meta)
+    if not same_run(meta["config"], config):
+        raise UnforgetError(f"--resume: the checkpoint in {out} was made with another configuration")
+    _load_state(method, path, tensors, meta)
+    return meta
+
+
+def _load_state(method: Method, path: Path, tensors: dict, meta: dict) -> None:
+    """``method.load_state`` and the trainer's fit counters, a mismatch as one CheckpointError line."""
+    try:
+        method.load_state(tensors, meta["method"])
+        method.trainer._rounds = {int(t): int(r) for t, r in meta.get("trainer_rounds", {}).items()}
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint {path} does not fit method '{method.name}' "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def _run(config: RunConfig, data_root: Optional[str], out: Optional[Path], resume: bool, progress: bool,
+         benchmark: Optional[Benchmark], download: bool) -> dict:
     bench = benchmark or load_benchmark(config, data_root, download)
     method = build_method(config, bench, progress)
-    out = Path(out_dir) if out_dir else None
     R: list[list[float]] = []
     records: list[dict] = []
     wall0 = 0.0
     if resume:
-        if out is None or not (out / CHECKPOINT).is_file():
-            raise UnforgetError(f"--resume: no checkpoint in {out}; run without --resume first")
-        tensors, meta = load_checkpoint(out / CHECKPOINT, config.device)
-        if not same_run(meta["config"], config):
-            raise UnforgetError(f"--resume: the checkpoint in {out} was made with another configuration")
-        method.load_state(tensors, meta["method"])
+        meta = _resume(method, config, out)
         R, records, wall0 = meta["accuracy_matrix"], meta["records"], meta["wall_time_s"]
     start = time.perf_counter() - wall0
     for task in bench.tasks[len(records):]:
@@ -123,6 +156,7 @@ def run(config: RunConfig, *, data_root: Optional[str] = None, out_dir: Optional
             save_checkpoint(out / CHECKPOINT, tensors, {"config": run_identity(config), "method": mmeta,
                                                        "accuracy_matrix": R, "records": records, "wall_time_s": wall,
                                                        "benchmark": bench.name, "input_shape": list(bench.input_shape),
+                                                       "trainer_rounds": {str(t): r for t, r in method.trainer._rounds.items()},
                                                        "tasks": [{"name": t.name, "classes": list(t.classes)}
                                                                  for t in bench.tasks[: task.id]]})
             write_results(out, _results(config, bench, method, R, records, wall))
@@ -137,21 +171,24 @@ def write_results(out: Path, results: dict) -> None:
     """Write ``results.json`` and ``report.md`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     clean = {k: v for k, v in results.items() if not k.startswith("_")}
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(clean, indent=2))
-    tmp.replace(out / "results.json")
-    (out / "report.md").write_text(markdown_report(clean))
+    write_atomic(out / "results.json", json.dumps(clean, indent=2))
+    write_atomic(out / "report.md", markdown_report(clean))
 
 
 def load_method(path: str | Path, device: str = "cpu") -> Method:
     """Rebuild a run's method from its checkpoint (a run folder or the checkpoint file); it
     serves every learned task. No data is needed: the checkpoint records the input shape."""
     path = Path(path)
-    tensors, meta = load_checkpoint(path / CHECKPOINT if path.is_dir() else path, device)
-    config = RunConfig.model_validate(meta["config"])
+    path = path / CHECKPOINT if path.is_dir() else path
+    tensors, meta = load_checkpoint(path, device)
+    check_run_checkpoint(path, tensors, meta)
+    try:
+        config = RunConfig.model_validate(meta["config"])
+    except ValueError:
+        raise CheckpointError(f"checkpoint {path} is damaged: its config is not a valid unforget configuration") from None
     config.device = device
     stub = Benchmark(meta.get("benchmark", config.benchmark.name), [], tuple(meta["input_shape"]),
                      {"tasks": meta.get("tasks", [])})
     method = build_method(config, stub, progress=False)
-    method.load_state(tensors, meta["method"])
+    _load_state(method, path, tensors, meta)
     return method

@@ -1,0 +1,154 @@
+"""design.md "Run folders are precious": one writer per folder (an OS lock that a killed process
+does not leave behind), no run overwritten by accident, the folder checked before training, no
+temporary file of a killed writer left over; `unforget compare` says what it reuses, resumes or
+redoes and never retrains over a damaged checkpoint."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from synthetic import gaussian_benchmark
+from test_cli import _err as _cli_err
+from unforget.checkpoint import CHECKPOINT
+from unforget.compare import compare, plan
+from unforget.config import RunConfig
+from unforget.errors import CheckpointError, RunFolderError
+from unforget.runfolder import locked
+from unforget import runner
+from unforget.runner import run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cfg(seed: int = 0) -> RunConfig:
+    return RunConfig.model_validate({"method": "packnet", "model": {"name": "mlp", "width": 0.03},
+                                     "train": {"epochs": 1, "batch_size": 16}, "seed": seed})
+
+
+def _run(out: Path, n_tasks: int = 2, **kw) -> dict:
+    return run(_cfg(kw.pop("seed", 0)), benchmark=gaussian_benchmark(n_tasks, 3, 12, 48, seed=3), out_dir=out,
+               progress=False, **kw)
+
+
+# ------------------------------------------------------------------ no overwrite by accident
+def test_new_run_into_a_finished_run_is_refused(tmp_path):
+    first = _run(tmp_path)
+    stamp = (tmp_path / CHECKPOINT).stat().st_mtime_ns
+    with pytest.raises(RunFolderError, match="already holds a run.*--resume.*--overwrite"):
+        _run(tmp_path)
+    assert (tmp_path / CHECKPOINT).stat().st_mtime_ns == stamp
+    assert json.loads((tmp_path / "results.json").read_text())["accuracy_matrix"] == first["accuracy_matrix"]
+
+
+def test_cli_refuses_before_training_and_names_both_ways_out(capsys, tmp_path):
+    (tmp_path / "results.json").write_text("{}")
+    err = _cli_err(capsys, ["run", "-q", "--out", str(tmp_path)])
+    assert str(tmp_path) in err and "--resume" in err and "--overwrite" in err
+    assert "--overwrite" in _cli_err(capsys, ["run", "-q", "--out", str(tmp_path), "--resume", "--overwrite"])
+
+
+def _stop_before_training(monkeypatch):
+    """Make the next run stop where training would begin, after its folder is prepared."""
+    def stop(*a, **k):
+        raise RuntimeError("stopped before training")
+    monkeypatch.setattr(runner, "build_method", stop)
+
+
+def test_overwrite_removes_the_previous_run_only(tmp_path, monkeypatch):
+    for name in (CHECKPOINT, "results.json", "report.md"):
+        (tmp_path / name).write_text("old")
+    (tmp_path / "notes.txt").write_text("mine")
+    with monkeypatch.context() as mp:
+        _stop_before_training(mp)
+        with pytest.raises(RuntimeError, match="stopped"):
+            _run(tmp_path, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".lock") == ["notes.txt"]
+    res = _run(tmp_path)
+    assert json.loads((tmp_path / "results.json").read_text())["accuracy_matrix"] == res["accuracy_matrix"]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    resumed = _run(tmp_path, resume=True)  # the new checkpoint is a valid one
+    assert resumed["accuracy_matrix"] == res["accuracy_matrix"]
+
+
+# ------------------------------------------------------------------ one writer per folder
+def test_a_second_writer_is_refused_at_once(tmp_path):
+    with locked(tmp_path):
+        with pytest.raises(RunFolderError, match="another unforget process is writing"):
+            _run(tmp_path)
+    _run(tmp_path)  # released: the next run goes ahead
+
+
+HOLDER = """
+import sys, time
+sys.path.insert(0, {src!r})
+from unforget.runfolder import locked
+with locked({out!r}):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_lock_of_a_killed_process_does_not_block(tmp_path, capsys):
+    child = subprocess.Popen([sys.executable, "-c", HOLDER.format(src=str(ROOT / "src"), out=str(tmp_path))],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "locked"
+        err = _cli_err(capsys, ["run", "-q", "--out", str(tmp_path)])
+        assert "another unforget process" in err and str(tmp_path / ".lock") in err
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    _run(tmp_path)  # the OS dropped the dead process's lock
+
+
+# ------------------------------------------------------------------ checked before training
+def test_output_folder_that_is_a_file_fails_before_any_data_is_read(capsys, tmp_path):
+    f = tmp_path / "f"
+    f.write_text("x")
+    err = _cli_err(capsys, ["run", "-q", "--benchmark", "split-cifar10", "--data-root", str(tmp_path / "none"),
+                            "--out", str(f)])
+    assert "is a file" in err and str(f) in err
+    err = _cli_err(capsys, ["run", "-q", "--out", str(f / "sub")])
+    assert "cannot be written" in err and str(f / "sub") in err
+
+
+def test_stale_temp_files_are_removed_on_start(tmp_path, monkeypatch):
+    for name in ("checkpoint.safetensors.tmp", "results.json.tmp", "report.md.tmp"):
+        (tmp_path / name).write_bytes(b"half a file")
+    _stop_before_training(monkeypatch)
+    with pytest.raises(RuntimeError, match="stopped"):
+        _run(tmp_path)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+# ------------------------------------------------------------------ compare says what it does
+def test_compare_plan_reuses_resumes_redoes(tmp_path):
+    n = len(gaussian_benchmark(3, 3, 12, 48, seed=3))
+    assert plan(_cfg(), tmp_path / "m", n)[0] == "runs"
+    _run(tmp_path / "m", n_tasks=2)
+    assert plan(_cfg(), tmp_path / "m", n) == ("resumes", "its checkpoint holds 2 of 3 tasks with the same "
+                                                          "configuration")
+    assert plan(_cfg(), tmp_path / "m", 2)[0] == "reuses"
+    action, why = plan(_cfg(seed=4), tmp_path / "m", n)
+    assert action == "redoes" and "another configuration" in why
+    (tmp_path / "m" / CHECKPOINT).unlink()
+    action, why = plan(_cfg(), tmp_path / "m", n)
+    assert action == "redoes" and "no checkpoint" in why
+
+
+def test_compare_reports_a_damaged_checkpoint_instead_of_retraining(tmp_path):
+    ckpt = tmp_path / "packnet" / CHECKPOINT
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    said: list[str] = []
+    with pytest.raises(CheckpointError, match="damaged"):
+        compare("digits", ["packnet"], tmp_path, overrides={"train": {"epochs": 1}}, progress=False, plots=False,
+                say=said.append)
+    assert ckpt.read_bytes().endswith(b"garbage")  # not replaced by a retrained run
+    assert not (tmp_path / "packnet" / "results.json").exists()
