@@ -51,7 +51,7 @@ def _cfg(method: str) -> RunConfig:
 def test_checkpoint_reproduces_logits_in_fresh_process(tmp_path, method):
     bench = gaussian_benchmark(3, 3, 12, 48, seed=7)
     res = run(_cfg(method), benchmark=bench, out_dir=tmp_path, progress=False)
-    m = res["_method"]
+    m = res["_learner"].method
     probe = torch.randn(6, 12, generator=torch.Generator().manual_seed(1))
     expected = {t: m.logits(probe, t) for t in (1, 2, 3)}
     torch.save(probe, tmp_path / "probe.pt")
@@ -209,4 +209,4 @@ def test_resume_restores_the_trainers_fit_counters(cpg_run, tmp_path):
     assert sorted(saved) == [1, 2, 3] and all(r >= 1 for r in saved.values())
     res = run(_cfg("cpg"), benchmark=gaussian_benchmark(3, 3, 12, 48, seed=8), out_dir=out, resume=True,
               progress=False)
-    assert res["_method"].trainer._rounds == saved
+    assert res["_learner"].method.trainer._rounds == saved

@@ -195,7 +195,7 @@ def test_end_to_end_run_capacity_plot_and_checkpoint(tmp_path):
     bench = gaussian_benchmark(3, 3, 12, 48, seed=4)
     cfg = _config(options={"threshold_steps": 5, "margin": 0.02, "l1": [1e-4, 1e-3, 1e-4]})
     res = run(cfg, benchmark=bench, progress=False)
-    m = res.pop("_method")
+    m = res.pop("_learner").method
     json.dumps(res)
     assert res["bwt"] == 0.0 and res["expansion_ratio"] == 1.0 and res["exact_method"] is True
     assert 0 < res["model_size_bytes"] and 0 <= res["released_ratio"] < 1

@@ -86,7 +86,7 @@ def test_end_to_end_run_and_checkpoint(tmp_path):
     bench = gaussian_benchmark(3, 3, 12, 48, seed=3)
     cfg = _config(options={"column_width": 0.02})
     res = run(cfg, benchmark=bench, progress=False)
-    m = res.pop("_method")
+    m = res.pop("_learner").method
     json.dumps(res)
     assert res["bwt"] == 0.0 and res["exact_method"] is True
     assert m.net.columns[0].features[1].out_features == 40  # 2000 x 0.02

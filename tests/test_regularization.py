@@ -185,7 +185,7 @@ def test_end_to_end_run_and_checkpoint(tmp_path, method, options):
     bench = gaussian_benchmark(3, 3, 12, 48, seed=5)
     cfg = _config(method, options=options)
     res = run(cfg, benchmark=bench, progress=False)
-    m = res.pop("_method")
+    m = res.pop("_learner").method
     json.dumps(res)
     assert res["exact_method"] is False and [len(r) for r in res["accuracy_matrix"]] == [1, 2, 3]
     assert res["bwt"] is not None and res["released_ratio"] is None

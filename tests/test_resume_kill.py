@@ -22,11 +22,12 @@ import os, signal, sys, torch
 torch.set_num_threads({threads})
 sys.path[:0] = [{src!r}, {tests!r}]
 from synthetic import gaussian_benchmark
+import unforget.learner as learner
 import unforget.runner as runner
 from unforget.config import RunConfig
 
 kill_after = {kill_after}
-real_save = runner.save_checkpoint
+real_save = learner.save_checkpoint
 
 def save_then_die(path, tensors, meta):  # a real SIGKILL right after task k's checkpoint is on disk
     out = real_save(path, tensors, meta)
@@ -34,7 +35,7 @@ def save_then_die(path, tensors, meta):  # a real SIGKILL right after task k's c
         os.kill(os.getpid(), signal.SIGKILL)
     return out
 
-runner.save_checkpoint = save_then_die
+learner.save_checkpoint = save_then_die
 cfg = RunConfig.model_validate({cfg!r})
 runner.run(cfg, benchmark=gaussian_benchmark(5, 3, 12, 48, seed=11), out_dir={out!r}, resume={resume},
            progress=False)

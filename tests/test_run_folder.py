@@ -19,7 +19,7 @@ from unforget.compare import compare, plan
 from unforget.config import RunConfig
 from unforget.errors import CheckpointError, RunFolderError
 from unforget.runfolder import locked
-from unforget import runner
+from unforget import learner as learner_mod
 from unforget.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def _stop_before_training(monkeypatch):
     """Make the next run stop where training would begin, after its folder is prepared."""
     def stop(*a, **k):
         raise RuntimeError("stopped before training")
-    monkeypatch.setattr(runner, "build_method", stop)
+    monkeypatch.setattr(learner_mod, "build_method", stop)
 
 
 def test_overwrite_removes_the_previous_run_only(tmp_path, monkeypatch):

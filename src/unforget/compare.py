@@ -101,7 +101,7 @@ def compare(benchmark: str, methods: Sequence[str], out: str | Path, *, preset: 
                 continue
             r = run(cfg, out_dir=mdir, resume=action == "resumes", overwrite=action == "redoes", progress=progress,
                     benchmark=bench)
-            r.pop("_method", None)
+            r.pop("_learner", None)
             results[m] = r
             write_results(mdir, r)
         write_report(out, plots=plots)

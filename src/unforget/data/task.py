@@ -8,7 +8,7 @@ memory as compact tensors (``uint8`` for images) and turned into float batches b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -87,3 +87,28 @@ class Benchmark:
         if not 1 <= task_id <= len(self.tasks):
             raise KeyError(f"task id {task_id} not in 1..{len(self.tasks)}")
         return self.tasks[task_id - 1]
+
+
+@dataclass(frozen=True)
+class SequencePlan:
+    """What a method may know of a task sequence before learning it.
+
+    Attributes:
+        input_shape: shape of one model input, e.g. ``(3, 32, 32)``.
+        n_tasks: how many tasks are planned, or ``None`` when unknown (a deployed model that
+            learns tasks as they come); CPG's reserve for later tasks is sized from it.
+        name: the benchmark's name, for results.
+        info: the benchmark's options, for results.
+    """
+
+    input_shape: tuple[int, ...]
+    n_tasks: Optional[int] = None
+    name: str = ""
+    info: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @classmethod
+    def of(cls, source: "SequencePlan | Benchmark") -> "SequencePlan":
+        """The plan of a benchmark (its input shape, task count, name and options), or ``source``."""
+        if isinstance(source, SequencePlan):
+            return source
+        return cls(tuple(source.input_shape), len(source.tasks) or None, source.name, dict(source.info))

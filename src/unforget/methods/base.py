@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from unforget.config import RunConfig, method_options
-from unforget.data.task import Benchmark, Task
+from unforget.data.task import Benchmark, SequencePlan, Task
 from unforget.errors import RegistryError
 from unforget.models import MultiHeadNet, build_model
 from unforget.training import Trainer
@@ -41,9 +41,9 @@ def get_method(name: str) -> type["Method"]:
     return _METHODS[name]
 
 
-def default_model_name(benchmark: Benchmark) -> str:
+def default_model_name(plan: SequencePlan | Benchmark) -> str:
     """``vgg16_bn`` (CPG's CIFAR VGG16-BN) for 3-channel images of at least 32x32, else ``mlp``."""
-    shape = tuple(benchmark.input_shape)
+    shape = tuple(plan.input_shape)
     return "vgg16_bn" if len(shape) == 3 and shape[0] == 3 and shape[1] >= 32 else "mlp"
 
 
@@ -59,8 +59,9 @@ def module_bytes(module: nn.Module) -> int:
 class Method:
     """Base class of continual-learning methods.
 
-    A method is built for one run (``config``, ``benchmark``, ``trainer``), learns tasks in order
-    with :meth:`learn`, and serves any learned task through :meth:`model_for`. Subclasses set
+    A method is built for one sequence (``config``, ``plan``: a :class:`SequencePlan` or a
+    :class:`Benchmark`, ``trainer``), learns tasks in order with :meth:`learn` (tasks beyond the
+    plan too), and serves any learned task through :meth:`model_for`. Subclasses set
     ``name``, ``description``, ``Options`` (a pydantic model of the ``methods.<name>`` config
     section) and whether the method is allowed to forget (``exact``: False).
     """
@@ -71,9 +72,9 @@ class Method:
     exact: ClassVar[bool] = False
     """True when the method guarantees bit-exact outputs on earlier tasks (BWT exactly 0)."""
 
-    def __init__(self, config: RunConfig, benchmark: Benchmark, trainer: Trainer) -> None:
+    def __init__(self, config: RunConfig, plan: SequencePlan | Benchmark, trainer: Trainer) -> None:
         self.config = config
-        self.benchmark = benchmark
+        self.plan = SequencePlan.of(plan)
         self.trainer = trainer
         self.options = method_options(config, self.Options, self.name)
         self.learned: list[int] = []
@@ -84,14 +85,14 @@ class Method:
         return self.trainer.device
 
     def model_name(self) -> str:
-        return self.config.model.name or default_model_name(self.benchmark)
+        return self.config.model.name or default_model_name(self.plan)
 
     def new_backbone(self, seed_offset: int = 0, width: Optional[float] = None) -> MultiHeadNet:
         """A fresh zoo model for this run (at ``width``, default the config's), initialised from
         ``config.seed`` and ``seed_offset`` without disturbing the global random stream."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed * 7919 + seed_offset)
-            net = build_model(self.model_name(), self.benchmark.input_shape, width=width or self.config.model.width)
+            net = build_model(self.model_name(), self.plan.input_shape, width=width or self.config.model.width)
         return net.to(self.device)
 
     # ---------------------------------------------------------------- interface

@@ -69,7 +69,7 @@ class EngineOptions(BaseModel):
     prune_frequency: int = Field(10, ge=1, description="iterations between two gradual pruning updates")
     prune_patience: Optional[int] = Field(None, ge=1, description="stop the ladder after this many ratios in a row miss the goal (null: try all, as the reference)")
     reserve_for_tasks: Optional[int] = Field(None, ge=0, description="tasks to leave room for when a task misses its goal; "
-                                                                     "null: the benchmark's remaining tasks, at least 1")
+                                                                     "null: the planned tasks still to come, at least 1 (1 when the plan is open)")
     # ---- retraining after compacting (reference's finetune_again step; learned picks only)
     retrain_epochs: Optional[int] = Field(None, ge=0, description="null: train.epochs; 0: no retraining (reference: 30)")
     retrain_lr: Optional[float] = Field(None, gt=0, description="null: prune_lr")
@@ -220,7 +220,7 @@ class EngineMethod(Method):
         o: EngineOptions = self.options
         if o.reserve_for_tasks is not None:
             return o.reserve_for_tasks
-        return max(1, len(self.benchmark.tasks) - task.id)
+        return max(1, (self.plan.n_tasks or 0) - task.id)
 
     def _compact(self, task: Task, goal: Optional[float], val: float, missed: bool, floor: float) -> dict:
         """Step 3 (see module doc). Picks are fixed (no optimizer, no gradient) throughout.

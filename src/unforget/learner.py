@@ -1,0 +1,315 @@
+"""A learner session: one method, its trainer and the record of what it learned, task by task.
+
+:class:`Learner` is the object a run, a resumed run and (later) a deployed model share: it
+learns one task at a time (:meth:`Learner.learn`), tests on the tasks whose data it is given
+(row i of the accuracy matrix R), serves any learned task (:meth:`Learner.logits`), and turns
+itself into a checkpoint (:meth:`Learner.state`) or back (:meth:`Learner.open`).
+
+What happens *around* learning — progress lines, checkpoints, ``results.json`` and reports —
+is not inside it: observers (:class:`TaskObserver`) are told of each task's events, as
+avalanche's ``before_training_exp`` / ``after_training_exp`` plugins are. ``runner.run`` is a loop
+over a benchmark that calls :meth:`Learner.learn`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from unforget import __version__
+from unforget.atomic import write_atomic
+from unforget.checkpoint import CHECKPOINT, check_run_checkpoint, load_checkpoint, save_checkpoint
+from unforget.config import RunConfig, run_identity
+from unforget.data.task import Benchmark, SequencePlan, Task
+from unforget.errors import CheckpointError, ConfigError, UnforgetError
+from unforget.evaluation import average_accuracy, bwt, forgetting, markdown_report
+from unforget.methods import Method, get_method
+from unforget.training import Trainer, accuracy, seed_everything
+
+
+def check_device(device: str) -> str:
+    """``device`` if PyTorch can use it here.
+
+    Raises:
+        ConfigError: an unknown device name, or CUDA / MPS asked for where absent (one line).
+    """
+    if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
+        raise ConfigError(f"unknown device '{device}'; use cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device} asked for, but PyTorch sees no CUDA device; use cpu")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device mps asked for, but PyTorch sees no MPS device; use cpu")
+    return device
+
+
+def build_method(config: RunConfig, plan: SequencePlan | Benchmark, progress: bool = True) -> Method:
+    """Seed everything and build the configured method for a sequence (a :class:`SequencePlan`,
+    or a :class:`Benchmark`, whose plan is taken)."""
+    check_device(config.device)
+    seed_everything(config.seed)
+    trainer = Trainer(config.train, device=config.device, seed=config.seed, progress=progress)
+    return get_method(config.method)(config, SequencePlan.of(plan), trainer)
+
+
+def task_seed(config: RunConfig, task_id: int) -> int:
+    """The seed every draw of task ``task_id`` starts from: a task's draws do not depend on how
+    many draws earlier tasks made, so a resumed run repeats an uninterrupted one."""
+    return config.seed * 1_000_003 + task_id
+
+
+class TaskObserver:
+    """Receives a :class:`Learner`'s task events; override the ones you need."""
+
+    def before_task(self, learner: "Learner", task: Task) -> None:
+        """Called before ``task`` is learned."""
+
+    def after_task(self, learner: "Learner", task: Task, record: dict) -> None:
+        """Called after ``task`` was learned and tested: ``learner.R[-1]`` is its row of the
+        accuracy matrix, ``record`` its entry of ``learner.records``."""
+
+
+@dataclass
+class Learner:
+    """One continual learner: a method, its configuration and what it has learned so far.
+
+    Attributes:
+        config: the run's configuration.
+        method: the continual-learning method (owns the network(s) and the trainer).
+        plan: what was known of the sequence when the learner was built (input shape,
+            planned number of tasks, benchmark name and options).
+        tasks: per learned task, ``{"name", "classes"}`` (task ``i`` is ``tasks[i - 1]``).
+        R: accuracy matrix, ``R[i][j]`` = test accuracy (fraction in [0, 1]) on task ``j + 1``
+            after learning task ``i + 1`` (Lopez-Paz & Ranzato 2017).
+        records: per learned task, what the method reported (``val_accuracy``, goal, pruning
+            ratio, width, train time, size, capacity).
+        wall_time_s: seconds spent learning and testing, over every session of this learner.
+        observers: told of every task's events (:class:`TaskObserver`).
+    """
+
+    config: RunConfig
+    method: Method
+    plan: SequencePlan
+    tasks: list[dict] = field(default_factory=list)
+    R: list[list[float]] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    observers: list[TaskObserver] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(cls, config: RunConfig, plan: SequencePlan | Benchmark, *, progress: bool = True,
+               observers: Sequence[TaskObserver] = ()) -> "Learner":
+        """A learner that has learned nothing yet, for a sequence described by ``plan``."""
+        plan = SequencePlan.of(plan)
+        return cls(config, build_method(config, plan, progress), plan, observers=list(observers))
+
+    @classmethod
+    def open(cls, path: str | Path, device: str = "cpu", *, progress: bool = False,
+             config: Optional[RunConfig] = None, plan: Optional[SequencePlan | Benchmark] = None,
+             observers: Sequence[TaskObserver] = ()) -> "Learner":
+        """The learner saved in ``path`` (a run folder or its ``checkpoint.safetensors``), on
+        ``device``, bit-identical to the one that saved it. No data is needed.
+
+        ``config``, when given, must be the configuration the checkpoint was made with (up to
+        the device and other settings that do not change results); it is used instead of the
+        stored one (``--resume`` passes the command line's); ``plan``, when given, replaces the
+        stored plan (``--resume`` passes the benchmark it continues).
+
+        Raises:
+            ConfigError: ``device`` unknown or absent here (the file is not blamed).
+            CheckpointError: missing, damaged or inconsistent checkpoint, or one made with
+                another configuration than ``config`` (one line naming the file).
+        """
+        from unforget.config import same_run
+
+        check_device(device)
+        path = Path(path)
+        path = path / CHECKPOINT if path.is_dir() else path
+        tensors, meta = load_checkpoint(path, device)
+        check_run_checkpoint(path, tensors, meta)
+        if config is None:
+            try:
+                config = RunConfig.model_validate(meta["config"])
+            except ValueError:
+                raise CheckpointError(f"checkpoint {path} is damaged: its config is not a valid unforget "
+                                      "configuration") from None
+            config = config.model_copy(update={"device": device})
+        elif not same_run(meta["config"], config):
+            raise CheckpointError(f"the checkpoint {path} was made with another configuration")
+        if plan is None:
+            plan = SequencePlan(tuple(meta["input_shape"]), meta.get("planned_tasks"),
+                                meta.get("benchmark", config.benchmark.name), meta.get("benchmark_info", {}))
+        learner = cls.create(config, plan, progress=progress, observers=observers)
+        learner.load_state(path, tensors, meta)
+        return learner
+
+    def load_state(self, path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Inverse of :meth:`state` on a freshly built learner of the same configuration.
+
+        Raises:
+            CheckpointError: the checkpoint does not fit this learner's method (one line).
+        """
+        try:
+            self.method.load_state(tensors, meta["method"])
+            self.method.trainer._rounds = {int(t): int(r) for t, r in meta.get("trainer_rounds", {}).items()}
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint {path} does not fit method '{self.method.name}' "
+                                  f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        self.R, self.records = meta["accuracy_matrix"], meta["records"]
+        self.wall_time_s = float(meta["wall_time_s"])
+        stored = meta.get("tasks") or []
+        self.tasks = [dict(t) for t in stored] if len(stored) == len(self.records) else \
+            [{"name": f"task {i + 1}", "classes": []} for i in range(len(self.records))]
+
+    # ------------------------------------------------------------------ learning
+    @property
+    def n_learned(self) -> int:
+        """Number of tasks learned so far."""
+        return len(self.records)
+
+    def learn(self, task: Task, test_on: Sequence[Task] = ()) -> dict:
+        """Learn ``task`` (its id must be ``n_learned + 1``), then test on ``test_on`` (the
+        earlier tasks whose test data is at hand, in id order) and on ``task``.
+
+        Appends ``task``'s row to :attr:`R` (an earlier task absent from ``test_on`` is ``None``:
+        never invented) and its record to :attr:`records`; observers are told before and after.
+
+        Returns:
+            The task's record.
+        Raises:
+            UnforgetError: ``task.id`` is not the next task id.
+        """
+        if task.id != self.n_learned + 1:
+            raise UnforgetError(f"task {task.id} ({task.name}) cannot be learned now: {self.n_learned} tasks "
+                                f"learned, the next task id is {self.n_learned + 1}")
+        for obs in self.observers:
+            obs.before_task(self, task)
+        t0 = time.perf_counter()
+        seed_everything(task_seed(self.config, task.id))
+        rec = self.method.learn(task)
+        rec["train_time_s"] = time.perf_counter() - t0
+        size = self.method.size()
+        for key in ("model_size_bytes", "expansion_ratio", "released_ratio"):
+            rec[key] = size.get(key)
+        cap = self.method.capacity()
+        if cap:
+            rec["capacity"] = {layer: c.get("used_share") for layer, c in cap.items()}
+        given = {t.id: t for t in test_on if t.id < task.id}
+        given[task.id] = task
+        self.R.append([self.test(given[j]) if j in given else None for j in range(1, task.id + 1)])
+        self.records.append(rec)
+        self.tasks.append({"name": task.name, "classes": list(task.classes)})
+        self.wall_time_s += time.perf_counter() - t0
+        for obs in self.observers:
+            obs.after_task(self, task, rec)
+        return rec
+
+    def test(self, task: Task, split: str = "test") -> float:
+        """Accuracy (fraction) of the learned model on ``task``'s ``split``."""
+        return accuracy(self.method.model_for(task.id), task, split, self.config.train.eval_batch_size,
+                        self.method.device)
+
+    def evaluate(self, tasks: Sequence[Task], split: str = "test") -> list[float]:
+        """Accuracies (fractions) on each of ``tasks`` (learned tasks)."""
+        return [self.test(t, split) for t in tasks]
+
+    # ------------------------------------------------------------------ serving
+    def logits(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        """Task ``task``'s logits ``(N, n_classes_task)`` for model inputs ``x`` (as the task's
+        transform makes them), evaluation mode, no gradient.
+
+        Raises:
+            KeyError: ``task`` was not learned.
+        """
+        if task not in self.method.learned:
+            raise KeyError(f"task {task} was not learned; learned tasks: {list(self.method.learned)}")
+        return self.method.logits(x, task)
+
+    # ------------------------------------------------------------------ state and results
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """``(tensors, metadata)`` of a checkpoint from which :meth:`open` rebuilds this learner
+        bit for bit (the method's tensors, the trainer's batch-order counters, R, records)."""
+        tensors, mmeta = self.method.state()
+        meta = {"config": run_identity(self.config), "method": mmeta, "accuracy_matrix": self.R,
+                "records": self.records, "wall_time_s": self.wall_time_s, "benchmark": self.plan.name,
+                "benchmark_info": self.plan.info, "planned_tasks": self.plan.n_tasks,
+                "input_shape": list(self.plan.input_shape),
+                "trainer_rounds": {str(t): r for t, r in self.method.trainer._rounds.items()},
+                "tasks": self.tasks}
+        return tensors, meta
+
+    def save(self, path: str | Path) -> Path:
+        """Write the checkpoint (:meth:`state`) atomically to ``path`` (a file, or a folder that
+        gets ``checkpoint.safetensors``); returns the file's path."""
+        path = Path(path)
+        if path.is_dir() or not path.suffix:
+            path = path / CHECKPOINT
+        tensors, meta = self.state()
+        return save_checkpoint(path, tensors, meta)
+
+    def results(self) -> dict:
+        """The ``results.json`` mapping (design.md, "Metrics and reports")."""
+        tasks = []
+        for info, rec in zip(self.tasks, self.records):
+            first = {k: rec.get(k) for k in ("accuracy_goal", "pruning_ratio", "width", "train_time_s",
+                                             "val_accuracy")}
+            tasks.append({"name": info["name"], "classes": list(info["classes"]), **first,
+                          **{k: v for k, v in rec.items() if k not in first}})
+        R = self.R
+        complete = bool(R) and all(v is not None for v in R[-1])
+        size = self.method.size()
+        return {
+            "benchmark": self.plan.name, "method": self.config.method, "config": run_identity(self.config),
+            "benchmark_info": self.plan.info, "tasks": tasks, "accuracy_matrix": R,
+            "average_accuracy": average_accuracy(R) if complete else None,
+            "bwt": bwt(R) if complete and _full(R) else None,
+            "forgetting": forgetting(R) if complete and _full(R) else None,
+            "model_size_bytes": size.get("model_size_bytes"), "expansion_ratio": size.get("expansion_ratio"),
+            "released_ratio": size.get("released_ratio"), "capacity": self.method.capacity(),
+            "wall_time_s": self.wall_time_s, "device": self.config.device, "unforget_version": __version__,
+            "exact_method": self.method.exact, "input_shape": list(self.plan.input_shape),
+        }
+
+
+def _full(R: list) -> bool:
+    return all(v is not None for row in R for v in row)
+
+
+# ---------------------------------------------------------------------- built-in observers
+class ProgressLine(TaskObserver):
+    """One line per finished task: validation and test accuracy, running average, time."""
+
+    def after_task(self, learner: Learner, task: Task, record: dict) -> None:
+        row = learner.R[-1]
+        seen = [v for v in row if v is not None]
+        total = learner.plan.n_tasks or task.id
+        tqdm.write(f"[{learner.config.method}] task {task.id}/{total} {task.name}: val "
+                   f"{100 * record['val_accuracy']:.2f} %, test {100 * row[-1]:.2f} %, avg so far "
+                   f"{100 * sum(seen) / len(seen):.2f} %, {record['train_time_s']:.1f} s")
+
+
+class RunFolderWriter(TaskObserver):
+    """After every task: the checkpoint, ``results.json`` and ``report.md`` in ``out``, each
+    written atomically (a kill leaves the previous task's files whole)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+
+    def after_task(self, learner: Learner, task: Task, record: dict) -> None:
+        tensors, meta = learner.state()
+        save_checkpoint(self.out / CHECKPOINT, tensors, meta)
+        write_results(self.out, learner.results())
+
+
+def write_results(out: Path, results: dict) -> None:
+    """Write ``results.json`` and ``report.md`` into ``out``."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    clean = {k: v for k, v in results.items() if not k.startswith("_")}
+    write_atomic(out / "results.json", json.dumps(clean, indent=2))
+    write_atomic(out / "report.md", markdown_report(clean))
