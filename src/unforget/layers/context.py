@@ -1,22 +1,52 @@
-"""Shared state of a task-aware network: which task is computed, and the width groups."""
+"""Which task a forward pass computes, which task is in training, and the width groups.
+
+The task a forward pass computes is not state of the network: ``MultiHeadNet.forward(x, task)``
+sets it for the duration of that call only, in a :class:`contextvars.ContextVar`, so two threads
+(or two asyncio tasks) serving two tasks of one network never see each other's task.
+"""
 from __future__ import annotations
 
+import contextlib
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterator, Optional
+
+_COMPUTING: ContextVar[Optional[int]] = ContextVar("unforget_computing_task", default=None)
+
+
+@contextlib.contextmanager
+def computing(task: int) -> Iterator[None]:
+    """Within the block, task-aware layers compute task ``task`` (1-based), in this thread or
+    asyncio task only; the previous value is restored on exit."""
+    token = _COMPUTING.set(int(task))
+    try:
+        yield
+    finally:
+        _COMPUTING.reset(token)
+
+
+def current_task() -> int:
+    """The task being computed (see :func:`computing`).
+
+    Raises:
+        RuntimeError: a task-aware layer was called outside ``MultiHeadNet.forward(x, task)``.
+    """
+    task = _COMPUTING.get()
+    if task is None:
+        raise RuntimeError("a task-aware layer was called without a task; call the network as model(x, task)")
+    return task
 
 
 @dataclass
 class TaskContext:
-    """Which task a forward pass computes, shared by every task-aware layer of one network.
+    """Training state shared by every task-aware layer of one network.
 
     Attributes:
-        task: 1-based id of the task whose output is computed (set by ``MultiHeadNet.forward``).
         training_task: id of the task being learned, or ``None``. Only this task's forward pass
             uses the trainable path (live pick scores, gradients to its own weights); every other
             task is computed from frozen weights and fixed masks.
     """
 
-    task: int = 1
     training_task: Optional[int] = None
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unforget.layers.context import TaskContext, WidthGroup
+from unforget.layers.context import TaskContext, WidthGroup, current_task
 from unforget.layers.masks import owned_weight, picked_weight
 
 SCORE_INIT = 1e-2
@@ -196,7 +196,7 @@ class TaskAwareWeighted(nn.Module):
 
 class TaskConv2d(TaskAwareWeighted):
     """Task-aware ``nn.Conv2d`` (groups=1). Input ``(N, in_width_t, H, W)`` -> output
-    ``(N, width_t, H', W')`` for the context's task."""
+    ``(N, width_t, H', W')`` for the task being computed (:func:`~unforget.layers.context.computing`)."""
 
     def __init__(self, conv: nn.Conv2d, out_group: WidthGroup, in_group: Optional[WidthGroup],
                  ctx: TaskContext) -> None:
@@ -206,7 +206,7 @@ class TaskConv2d(TaskAwareWeighted):
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = self.ctx[0].task
+        t = current_task()
         return F.conv2d(x, self.effective_weight(t), self.task_bias(t), self.stride, self.padding, self.dilation)
 
 
@@ -218,7 +218,7 @@ class TaskLinear(TaskAwareWeighted):
         super().__init__(linear.weight, linear.bias, out_group, in_group, ctx)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = self.ctx[0].task
+        t = current_task()
         return F.linear(x, self.effective_weight(t), self.task_bias(t))
 
 
@@ -271,5 +271,5 @@ class TaskBatchNorm(nn.Module):
         self.norms[str(task)] = new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = self.ctx[0].task
+        t = current_task()
         return self.norms[str(t)](x)

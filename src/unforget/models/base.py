@@ -101,9 +101,59 @@ class MultiHeadNet(nn.Module):
     def has_head(self, task: int) -> bool:
         return str(task) in self.heads
 
-    def forward(self, x: torch.Tensor, task: int) -> torch.Tensor:
-        if str(task) not in self.heads:
-            raise KeyError(f"no head for task {task}; learned tasks: {sorted(int(k) for k in self.heads)}")
-        if self.task_context is not None:
-            self.task_context.task = int(task)
-        return self.heads[str(task)](self.features(x))
+    def forward(self, x: torch.Tensor, task: "int | torch.Tensor") -> torch.Tensor:
+        """Logits of ``x`` ``(N, ...)`` for ``task``: a 1-based task id (``int`` or 0-d integer
+        tensor) -> ``(N, n_classes_task)``; or a 1-D integer tensor of ``N`` per-sample task
+        ids (a mixed batch, as avalanche's ``MultiTaskModule``) -> ``(N, max n_classes)``, each
+        row padded with ``-inf`` past its task's classes, so argmax and softmax never pick a
+        class the task does not have.
+
+        A pure function of ``(x, task)``: the task is passed to the task-aware layers for this
+        call only (:func:`unforget.layers.context.computing`), so concurrent calls on one
+        network with different tasks do not interfere.
+
+        Raises:
+            KeyError: a task without a head; TypeError: a task id that is not an integer.
+        """
+        if isinstance(task, torch.Tensor) and task.dim() == 1:
+            return self._forward_mixed(x, task)
+        t = _task_id(task)
+        if str(t) not in self.heads:
+            raise KeyError(f"no head for task {t}; learned tasks: {sorted(int(k) for k in self.heads)}")
+        if self.task_context is None:
+            return self.heads[str(t)](self.features(x))
+        from unforget.layers.context import computing
+
+        with computing(t):
+            return self.heads[str(t)](self.features(x))
+
+    def _forward_mixed(self, x: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
+        if tasks.dtype.is_floating_point or tasks.dtype.is_complex or tasks.dtype == torch.bool:
+            raise TypeError(f"per-sample task ids must be an integer tensor, got {tasks.dtype}")
+        if tasks.shape[0] != x.shape[0]:
+            raise ValueError(f"{tasks.shape[0]} task ids for a batch of {x.shape[0]} inputs")
+        ids = [int(t) for t in torch.unique(tasks.cpu())]
+        parts = {t: self.forward(x[(tasks == t).to(x.device)], t) for t in ids}
+        width = max(p.shape[1] for p in parts.values())
+        ref = next(iter(parts.values()))
+        out = ref.new_full((x.shape[0], width), float("-inf"))
+        for t, logits in parts.items():
+            out[(tasks == t).to(out.device), : logits.shape[1]] = logits
+        return out
+
+
+def _task_id(task) -> int:
+    """A 1-based task id from an ``int`` or a 0-d integer tensor (``bool`` is refused)."""
+    if isinstance(task, torch.Tensor):
+        if task.numel() != 1 or task.dtype.is_floating_point or task.dtype.is_complex or task.dtype == torch.bool:
+            raise TypeError(f"a task id must be an integer, got a {task.dtype} tensor of shape {tuple(task.shape)}")
+        return int(task)
+    if isinstance(task, bool) or not isinstance(task, int):
+        try:
+            import numpy as np
+            if isinstance(task, np.integer):
+                return int(task)
+        except ImportError:  # pragma: no cover
+            pass
+        raise TypeError(f"a task id must be an integer, got {type(task).__name__}")
+    return task
