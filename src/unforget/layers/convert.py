@@ -124,14 +124,12 @@ def grow_group(model: MultiHeadNet, group: str, n: int, task: Optional[int]) -> 
         for _, layer in weighted_layers(model):
             if layer.out_group is g or layer.in_group is g:
                 rows, cols = layer.slice_for(task)
-                block = layer.owner[rows, cols]
-                fresh = torch.zeros_like(block, dtype=torch.bool)
+                fresh = torch.zeros_like(layer.owner, dtype=torch.bool)
                 if layer.out_group is g:
-                    fresh[rows.stop - n:] = True
+                    fresh[rows.stop - n: rows.stop, : cols.stop] = True
                 if layer.in_group is g:
-                    fresh[:, cols.stop - n:] = True
-                block[fresh & (block == 0)] = task
-                layer.invalidate()
+                    fresh[: rows.stop, cols.stop - n: cols.stop] = True
+                layer.claim(fresh, task)
         if group == model.feature_group and model.has_head(task):
             old = model.heads[str(task)]
             head = model.add_head(task, old.out_features, in_features=old.in_features + n)

@@ -59,6 +59,7 @@ class TaskAwareWeighted(nn.Module):
         """L2 weight decay on the owned weights of the task in training, folded into their
         gradient (frozen weights get none); set by the method that trains."""
         self._cache: dict = {}
+        self.register_load_state_dict_post_hook(_loaded)
 
     # ------------------------------------------------------------------ shapes and masks
     def in_size(self) -> int:
@@ -71,8 +72,42 @@ class TaskAwareWeighted(nn.Module):
         return slice(0, out_w), slice(0, in_w)
 
     def invalidate(self) -> None:
-        """Drop cached masks; call after changing ``owner``, picks or shapes."""
+        """Drop cached masks. The layer calls it itself whenever its ``owner``, picks or shapes
+        change (:meth:`release`, :meth:`claim`, :meth:`grow`, task life cycle, ``load_state_dict``);
+        code that writes ``owner`` by hand must call it too."""
         self._cache.clear()
+
+    # ------------------------------------------------------------------ ownership (methods ask, the layer writes)
+    @torch.no_grad()
+    def release(self, mask: torch.Tensor, optimizers=()) -> int:
+        """Release the weights in ``mask`` (``bool``, W's shape): owner -> 0 (free), value -> 0,
+        and every per-weight optimizer state of W in ``optimizers`` (e.g. SGD's momentum, Adam's
+        moments) -> 0, so that a released weight stays at zero (design.md invariant 2).
+        Returns how many weights were owned and are now free."""
+        n = int((mask & (self.owner != 0)).sum())
+        self.owner.masked_fill_(mask, 0)
+        self.weight.data.masked_fill_(mask, 0)
+        for opt in optimizers:
+            for v in opt.state.get(self.weight, {}).values():
+                if torch.is_tensor(v) and v.shape == self.weight.shape:
+                    v.masked_fill_(mask, 0)
+        self.invalidate()
+        return n
+
+    @torch.no_grad()
+    def claim(self, mask: torch.Tensor, task: int) -> int:
+        """Give the free weights in ``mask`` (``bool``, W's shape) to ``task`` (owner 0 ->
+        ``task``); weights of other tasks are never taken. Returns how many were claimed."""
+        mask = mask & (self.owner == 0)
+        self.owner.masked_fill_(mask, task)
+        self.invalidate()
+        return int(mask.sum())
+
+    @torch.no_grad()
+    def zero_weights(self, mask: torch.Tensor) -> None:
+        """Set the weights in ``mask`` (``bool``, W's shape) to zero, owners unchanged: CLNP cuts
+        a released unit's outgoing connections this way."""
+        self.weight.data.masked_fill_(mask, 0)
 
     def pick_mask(self, task: int) -> Optional[torch.Tensor]:
         """The frozen pick mask of a finished task (``bool``, W's shape) or ``None`` (all picked)."""
@@ -135,8 +170,9 @@ class TaskAwareWeighted(nn.Module):
         invariant 2), create its bias and, with ``learn_picks``, its pick scores."""
         rows, cols = self.slice_for(task)
         if claim_free:
-            block = self.owner[rows, cols]
-            block[block == 0] = task
+            block = torch.zeros_like(self.owner, dtype=torch.bool)
+            block[rows, cols] = True
+            self.claim(block, task)
         if self.has_bias:
             b = torch.zeros(rows.stop, dtype=self.weight.dtype, device=self.weight.device)
             n = min(rows.stop, self.bias_init.numel())
@@ -192,6 +228,11 @@ class TaskAwareWeighted(nn.Module):
             b = self.biases[str(task)].data
             self.biases[str(task)] = nn.Parameter(torch.cat([b, b.new_zeros(n_out)]))
         self.invalidate()
+
+
+def _loaded(layer: TaskAwareWeighted, incompatible_keys) -> None:
+    """``load_state_dict`` post hook: loaded owners and picks make cached masks stale."""
+    layer.invalidate()
 
 
 class TaskConv2d(TaskAwareWeighted):

@@ -66,7 +66,7 @@ from unforget.layers import to_task_aware
 from unforget.methods.base import Method, register_method, tensor_bytes
 from unforget.methods.graceful import search_thresholds, select_sparsest, threshold_candidates
 from unforget.methods.units import (GradMask, chain_layers, column_mask, mean_activity,
-                                    reinit_released_rows, unit_owner)
+                                    reinit_released_rows, row_mask, unit_owner)
 from unforget.training import Hook, TrainState
 
 Coefficients = Union[float, list[float]]
@@ -283,26 +283,20 @@ class CLNP(Method):
         for ul, d in zip(self.chain, dropped):
             if not bool(d.any()):
                 continue
-            w, view = ul.layer.weight, (-1, *([1] * (ul.layer.weight.dim() - 1)))
-            w.data.masked_fill_(d.view(view), 0)
-            ul.layer.owner.masked_fill_(d.view(view), 0)
+            ul.layer.release(row_mask(d, ul.layer.weight))
             if ul.layer.has_bias:
                 ul.layer.biases[str(t)].data[d] = 0
             for r in self.readers[ul.group.name]:
                 rw = r.layer.weight
-                r_view = (-1, *([1] * (rw.dim() - 1)))
-                rw.data.masked_fill_((unit_owner(r.layer) == t).view(r_view) & column_mask(d, rw), 0)
+                r.layer.zero_weights(row_mask(unit_owner(r.layer) == t, rw) & column_mask(d, rw))
             if ul.group.name == self.feature:
                 head.data[:, d] = 0
-            ul.layer.invalidate()
 
     def _snapshot(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def _restore(self, snap: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict(snap)
-        for ul in self.chain:
-            ul.layer.invalidate()
+        self.model.load_state_dict(snap)  # the layers drop their cached masks themselves
 
     # --------------------------------------------------------------- graceful forgetting
     def _grid(self) -> list[dict]:
@@ -497,8 +491,6 @@ class CLNP(Method):
             begin_task(self.model, t, meta["heads"][str(t)], claim_free=False, learn_picks=False)
             end_task(self.model, t)
         self.model.load_state_dict(tensors)
-        for ul in self.chain:
-            ul.layer.invalidate()
         self.learned = list(meta["learned"])
         self.history = list(meta["history"])
         self.chosen = meta.get("chosen")

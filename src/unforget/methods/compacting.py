@@ -81,23 +81,14 @@ def prune_own(model, task: int, ratio: float, initial: dict[str, int],
         own = layer.owner == task
         n0 = initial.get(name, 0)
         keep = n0 - int(math.floor(ratio * n0 + 1e-9))
-        cur = int(own.sum())
-        n_prune = cur - keep
+        n_prune = int(own.sum()) - keep
         if n_prune <= 0:
             continue
         mags = layer.weight.detach().abs()[own]
         idx = torch.nonzero(own.flatten()).squeeze(1)
-        order = torch.argsort(mags, stable=True)[:n_prune]
-        flat_owner = layer.owner.view(-1)
-        flat_owner[idx[order]] = 0
-        layer.weight.data.view(-1)[idx[order]] = 0
-        for opt in optimizers or ():
-            st = opt.state.get(layer.weight, {})
-            for v in st.values():
-                if torch.is_tensor(v) and v.shape == layer.weight.shape:
-                    v.view(-1)[idx[order]] = 0
-        layer.invalidate()
-        released += n_prune
+        mask = torch.zeros(own.numel(), dtype=torch.bool, device=own.device)
+        mask[idx[torch.argsort(mags, stable=True)[:n_prune]]] = True
+        released += layer.release(mask.view_as(own), optimizers or ())
     return released
 
 

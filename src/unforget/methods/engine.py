@@ -212,9 +212,7 @@ class EngineMethod(Method):
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def _restore(self, snap: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict(snap)
-        for _, l in weighted_layers(self.model):
-            l.invalidate()
+        self.model.load_state_dict(snap)  # the layers drop their cached masks themselves
 
     def _reserve(self, task: Task) -> int:
         o: EngineOptions = self.options
@@ -284,8 +282,6 @@ class EngineMethod(Method):
         with torch.no_grad():
             for s in scores:
                 s.fill_(SCORE_INIT)
-        for _, l in weighted_layers(self.model):
-            l.invalidate()
         opts = self._optimizers(task.id, lr=self._lrs()[1], pick_lr=o.retrain_pick_lr)
         best_val, best, bad, done = val, None, 0, 0
         for e in range(epochs):
@@ -414,8 +410,6 @@ class EngineMethod(Method):
             for t in tasks:
                 layers[name].add_pick_buffer(t)
         m.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("goal.")})
-        for l in layers.values():
-            l.invalidate()
         self.goals.load_state({k[len("goal."):]: v for k, v in tensors.items() if k.startswith("goal.")},
                               meta.get("goals", {}))
         self.learned = list(meta["learned"])
