@@ -56,3 +56,34 @@ def test_load_state_dict_refreshes_cached_masks():
         net(x, 1)  # cache masks of the layer with released weights
         net.load_state_dict(other.state_dict())
         assert torch.equal(net(x, 1), other(x, 1))
+
+
+def test_served_weights_are_cached_exactly_and_dropped_on_change():
+    net = _net()
+    x = torch.randn(3, 5)
+    layers = [l for _, l in weighted_layers(net)]
+    with torch.no_grad():
+        net.task_context.serve_cache = 0
+        plain = net(x, 1)
+        net.task_context.serve_cache = 4
+        first, again = net(x, 1), net(x, 1)
+        assert torch.equal(first, plain) and torch.equal(again, plain)
+        assert all(1 in l._cache.get("served", {}) for l in layers)
+        layers[0].weight.mul_(2.0)  # any in-place write to W
+        assert not torch.equal(net(x, 1), plain)
+        layers[0].weight.div_(2.0)
+        assert torch.equal(net(x, 1), plain)
+
+
+def test_serve_cache_is_bounded():
+    net = _net()
+    for t in (2, 3, 4):
+        begin_task(net, t, 3, claim_free=False)
+        end_task(net, t)
+    net.task_context.serve_cache = 2
+    x = torch.randn(2, 5)
+    with torch.no_grad():
+        for t in (1, 2, 3, 4):
+            net(x, t)
+    layer = next(l for _, l in weighted_layers(net))
+    assert list(layer._cache["served"]) == [3, 4]

@@ -45,9 +45,14 @@ class TaskContext:
         training_task: id of the task being learned, or ``None``. Only this task's forward pass
             uses the trainable path (live pick scores, gradients to its own weights); every other
             task is computed from frozen weights and fixed masks.
+        serve_cache: how many finished tasks' materialised effective weights each layer keeps
+            (least recently used dropped first; 0: none), so that serving a task costs what the
+            plain network costs. A cached weight is dropped whenever the layer's weight, owners,
+            picks or shape change.
     """
 
     training_task: Optional[int] = None
+    serve_cache: int = 4
 
 
 @dataclass

@@ -86,7 +86,7 @@ class TaskAwareWeighted(nn.Module):
         Returns how many weights were owned and are now free."""
         n = int((mask & (self.owner != 0)).sum())
         self.owner.masked_fill_(mask, 0)
-        self.weight.data.masked_fill_(mask, 0)
+        self.weight.masked_fill_(mask, 0)  # in place: bumps the version the serve cache checks
         for opt in optimizers:
             for v in opt.state.get(self.weight, {}).values():
                 if torch.is_tensor(v) and v.shape == self.weight.shape:
@@ -107,7 +107,7 @@ class TaskAwareWeighted(nn.Module):
     def zero_weights(self, mask: torch.Tensor) -> None:
         """Set the weights in ``mask`` (``bool``, W's shape) to zero, owners unchanged: CLNP cuts
         a released unit's outgoing connections this way."""
-        self.weight.data.masked_fill_(mask, 0)
+        self.weight.masked_fill_(mask, 0)  # in place: bumps the version the serve cache checks
 
     def pick_mask(self, task: int) -> Optional[torch.Tensor]:
         """The frozen pick mask of a finished task (``bool``, W's shape) or ``None`` (all picked)."""
@@ -157,7 +157,26 @@ class TaskAwareWeighted(nn.Module):
                 scores = self.scores[key] if full else self.scores[key][rows, cols]
                 return picked_weight(w, scores, own, prior, SCORE_THRESHOLD, self.decay)
             return owned_weight(w, own, self._visible(task), self.decay)
-        return torch.where(self.task_mask(task), w, torch.zeros((), dtype=w.dtype, device=w.device))
+        return self._served(task, w)
+
+    def _served(self, task: int, w: torch.Tensor) -> torch.Tensor:
+        """A finished task's effective weight ``W * mask`` (no gradient path to W is needed: it
+        is frozen), materialised once and kept in a small LRU cache (``TaskContext.serve_cache``
+        tasks). An entry is valid only for the weight tensor object and in-place version it was
+        made from, so any write to W (an optimizer step, ``load_state_dict``, growth) drops it."""
+        size = self.ctx[0].serve_cache
+        if size <= 0 or torch.is_grad_enabled() and w.requires_grad:
+            return torch.where(self.task_mask(task), w, torch.zeros((), dtype=w.dtype, device=w.device))
+        served = self._cache.setdefault("served", {})
+        stamp = (id(self.weight), self.weight._version)
+        hit = served.pop(task, None)
+        if hit is None or hit[0] != stamp:
+            with torch.no_grad():
+                hit = (stamp, torch.where(self.task_mask(task), w, torch.zeros((), dtype=w.dtype, device=w.device)))
+        served[task] = hit  # most recently used last
+        while len(served) > size:
+            served.pop(next(iter(served)))
+        return hit[1]
 
     def task_bias(self, task: int) -> Optional[torch.Tensor]:
         if not self.has_bias:
