@@ -147,32 +147,42 @@ class TaskAwareWeighted(nn.Module):
         For the task in training, gradients reach only its own weights (``owner == task``) and
         its pick scores; for any other task the result is a pure function of frozen tensors.
         """
+        if task != self.ctx[0].training_task:
+            return self._served(task)
+        w, full = self._sliced(task)
+        rows, cols = self.slice_for(task)
+        own, prior = self._masks(task)
+        key = str(task)
+        if key in self.scores:
+            scores = self.scores[key] if full else self.scores[key][rows, cols]
+            return picked_weight(w, scores, own, prior, SCORE_THRESHOLD, self.decay)
+        return owned_weight(w, own, self._visible(task), self.decay)
+
+    def _sliced(self, task: int) -> tuple[torch.Tensor, bool]:
+        """``(W on the task's slice, whether that is all of W)``; no slice op at full width (and
+        so no scatter in backward)."""
         rows, cols = self.slice_for(task)
         full = rows.stop == self.weight.shape[0] and cols.stop == self.weight.shape[1]
-        w = self.weight if full else self.weight[rows, cols]  # no slice op (and no scatter in backward)
-        if task == self.ctx[0].training_task:
-            own, prior = self._masks(task)
-            key = str(task)
-            if key in self.scores:
-                scores = self.scores[key] if full else self.scores[key][rows, cols]
-                return picked_weight(w, scores, own, prior, SCORE_THRESHOLD, self.decay)
-            return owned_weight(w, own, self._visible(task), self.decay)
-        return self._served(task, w)
+        return (self.weight if full else self.weight[rows, cols]), full
 
-    def _served(self, task: int, w: torch.Tensor) -> torch.Tensor:
+    def _masked(self, task: int) -> torch.Tensor:
+        w, _ = self._sliced(task)
+        return torch.where(self.task_mask(task), w, torch.zeros((), dtype=w.dtype, device=w.device))
+
+    def _served(self, task: int) -> torch.Tensor:
         """A finished task's effective weight ``W * mask`` (no gradient path to W is needed: it
         is frozen), materialised once and kept in a small LRU cache (``TaskContext.serve_cache``
         tasks). An entry is valid only for the weight tensor object and in-place version it was
         made from, so any write to W (an optimizer step, ``load_state_dict``, growth) drops it."""
         size = self.ctx[0].serve_cache
-        if size <= 0 or torch.is_grad_enabled() and w.requires_grad:
-            return torch.where(self.task_mask(task), w, torch.zeros((), dtype=w.dtype, device=w.device))
+        if size <= 0 or torch.is_grad_enabled() and self.weight.requires_grad:
+            return self._masked(task)
         served = self._cache.setdefault("served", {})
         stamp = (id(self.weight), self.weight._version)
         hit = served.pop(task, None)
         if hit is None or hit[0] != stamp:
             with torch.no_grad():
-                hit = (stamp, torch.where(self.task_mask(task), w, torch.zeros((), dtype=w.dtype, device=w.device)))
+                hit = (stamp, self._masked(task))
         served[task] = hit  # most recently used last
         while len(served) > size:
             served.pop(next(iter(served)))
