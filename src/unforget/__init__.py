@@ -3,9 +3,23 @@
 CPG (Hung et al. 2019) and its baselines on one engine of task-aware layers.
 ``unforget.run(benchmark, method, config)`` learns a task sequence; ``unforget.load(path)``
 gives back a model that serves every learned task (``model(x, task=t)``).
+
+The API is imported on first use (PEP 562), so ``import unforget.cli`` starts without PyTorch
+and a Ctrl-C while the command line imports it exits quietly.
 """
 __version__ = "0.1.0"
 
-from unforget.api import RunResult, ServingModel, load, run  # noqa: E402
-
 __all__ = ["run", "load", "ServingModel", "RunResult", "__version__"]
+_API = ("run", "load", "ServingModel", "RunResult")
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from unforget import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'unforget' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

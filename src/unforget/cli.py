@@ -1,4 +1,10 @@
-"""The ``unforget`` command line."""
+"""The ``unforget`` command line.
+
+Only the standard library and :mod:`unforget.errors` are imported at the top: everything else
+(PyTorch among it) is imported inside :func:`main`, so that a Ctrl-C at any time, imports
+included, ends with one line and exit status 130, and a project error with one
+``unforget: error: ...`` line and exit status 2.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,8 +12,11 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from unforget.config import PRESETS
 from unforget.errors import UnforgetError
+
+CHECKPOINT = "checkpoint.safetensors"
+"""``unforget.checkpoint.CHECKPOINT``, repeated here: that module needs PyTorch, and the Ctrl-C
+message must not wait for (or be interrupted by) importing it."""
 
 EPILOG = """examples:
   unforget run                                   # embedded default: digits (5 tasks x 2 classes), cpg, no data needed
@@ -29,6 +38,8 @@ unless --overwrite is given; one process at a time writes to it (OUT/.lock).
 
 def _common(p: argparse.ArgumentParser) -> None:
     """Options shared by `run` and `compare`."""
+    from unforget.config import PRESETS
+
     p.add_argument("--benchmark", "-b", help="task sequence (see `unforget list`); default: digits, embedded, no download")
     p.add_argument("--config", "-c", help="YAML file overriding the preset (same keys as results.json's config)")
     p.add_argument("--preset", default="cpu", choices=list(PRESETS),
@@ -45,7 +56,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="optimizer of the weights (train.optimizer; the preset's, else sgd with Nesterov momentum)")
     p.add_argument("--lr", type=float, help="learning rate of the weights")
     p.add_argument("--seed", type=int, help="seed of initialisation, batch order and augmentation")
-    p.add_argument("--device", help="cpu (default) or cuda")
+    p.add_argument("--device", help="cpu (default), cuda, cuda:N or mps")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
 
@@ -115,7 +126,7 @@ def _run(a: argparse.Namespace) -> None:
     from unforget.runner import run
 
     cfg = resolve(a.benchmark, a.method, preset_name=a.preset, config_file=a.config, overrides=_overrides(a))
-    out = a.out or f"runs/{cfg.benchmark.name}-{cfg.method}"
+    out = a.out_dir = a.out or f"runs/{cfg.benchmark.name}-{cfg.method}"
     results = run(cfg, data_root=a.data_root, out_dir=out, resume=a.resume, progress=not a.quiet, download=a.download,
                   overwrite=a.overwrite)
     from unforget.evaluation import markdown_report
@@ -143,14 +154,38 @@ def _report(a: argparse.Namespace) -> None:
     print(f"report: {path}")
 
 
+def _interrupted(a: Optional[argparse.Namespace]) -> str:
+    """The line printed on Ctrl-C: ``--resume`` is advised only when a checkpoint exists to
+    resume from."""
+    command = getattr(a, "command", None)
+    if command == "run":
+        out = getattr(a, "out_dir", None) or a.out
+        if out is None and a.config is None:  # the default of _run, known without the configuration
+            out = f"runs/{a.benchmark or 'digits'}-{a.method or 'cpg'}"
+        if out is None:
+            return "interrupted"
+        if Path(out, CHECKPOINT).is_file():
+            return f"interrupted; rerun with --resume to continue from the last finished task (checkpoint in {out})"
+        return f"interrupted before the first task finished; there is no checkpoint in {out} to resume from"
+    if command == "compare":
+        out = Path(a.out or f"runs/compare-{a.benchmark or 'digits'}")
+        if any(p.is_file() for p in out.glob(f"*/{CHECKPOINT}")):
+            return ("interrupted; rerun the same command to continue (finished methods are reused, an "
+                    "interrupted one resumes from its last finished task)")
+        return f"interrupted before any task finished; there is no checkpoint in {out} to resume from"
+    return "interrupted"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``unforget``; returns the exit status (0 ok, 2 user error)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv:
-        argv = ["run"]
-    parser = _parser()
-    a = parser.parse_args(argv)
+    """Entry point of ``unforget``; returns the exit status: 0 ok, 2 a user error (one line
+    ``unforget: error: ...`` on stderr, no traceback), 130 interrupted (Ctrl-C, one line)."""
+    a = None
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        if not argv:
+            argv = ["run"]
+        parser = _parser()
+        a = parser.parse_args(argv)
         if a.command == "list":
             _list()
         elif a.command == "run":
@@ -162,10 +197,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             parser.print_help()
     except UnforgetError as e:
-        print(f"unforget: error: {e}", file=sys.stderr)
+        print(f"unforget: error: {' '.join(str(e).splitlines())}", file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
-        print("unforget: interrupted; rerun with --resume to continue from the last finished task", file=sys.stderr)
+        print(f"unforget: {_interrupted(a)}", file=sys.stderr)
         return 130
     return 0
 

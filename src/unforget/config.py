@@ -1,10 +1,12 @@
 """Run configuration: pydantic models, YAML presets and their resolution order.
 
 Resolution (later wins): built-in defaults < the benchmark's preset (``cpu`` or ``paper``) <
-``--config FILE`` < command-line flags. Unknown keys anywhere are a :class:`ConfigError`.
+``--config FILE`` < command-line flags. Unknown keys anywhere, a key given twice in one YAML
+mapping and values out of range are a :class:`ConfigError` (one line).
 """
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -13,6 +15,28 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from unforget.errors import ConfigError
+
+
+MAX_SEED = 2**32 - 1
+"""Largest run seed (NumPy's limit; every derived seed then fits PyTorch's generators)."""
+_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+def check_device_name(device: Any) -> str:
+    """``device`` (a string, or a ``torch.device``) as a string, if it names a device unforget
+    can use: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. Whether the device is present here is
+    checked when a run starts or a checkpoint is loaded.
+
+    Raises:
+        ConfigError: not a device name (one line).
+    """
+    if type(device).__name__ == "device" and type(device).__module__ == "torch":
+        device = str(device)
+    if not isinstance(device, str):
+        raise ConfigError(f"device must be a name such as 'cpu' or 'cuda', got {type(device).__name__} {device!r}")
+    if not _DEVICE.match(device):
+        raise ConfigError(f"unknown device '{device}'; use cpu, cuda, cuda:N or mps")
+    return device
 
 
 class _Strict(BaseModel):
@@ -50,7 +74,7 @@ class TrainConfig(_Strict):
     the gradient of the weights the task in training owns (``layers/masks.py``), so with
     ``adamw`` those weights get the coupled form, since a decoupled one would also shrink the
     frozen weights of earlier tasks. ``lr_milestones`` are epochs at which the learning rate is
-    multiplied by ``lr_gamma``.
+    multiplied by ``lr_gamma``: strictly increasing, in ``1..epochs - 1`` (validation fails otherwise).
     """
 
     epochs: int = Field(3, ge=1, le=100000)
@@ -73,17 +97,40 @@ class TrainConfig(_Strict):
             raise ValueError("Adam's betas must both be in [0, 1)")
         return v
 
+    @field_validator("lr_milestones")
+    @classmethod
+    def _milestones(cls, m, info):
+        if any(b <= a for a, b in zip(m, m[1:])):
+            raise ValueError(f"{m} must be strictly increasing epochs")
+        epochs = info.data.get("epochs")
+        if m and epochs is not None and not 1 <= m[0] <= m[-1] < epochs:
+            where = f"lie in 1..{epochs - 1}" if epochs > 1 else "be [] (none)"
+            raise ValueError(f"{m} must {where} (train.epochs is {epochs}; a milestone at or after the last "
+                             "epoch never takes effect): give fewer or lower ones, or [] for a constant "
+                             "learning rate")
+        return m
+
 
 class RunConfig(_Strict):
-    """Everything that defines a run; written resolved into ``results.json`` under ``config``."""
+    """Everything that defines a run; written resolved into ``results.json`` under ``config``.
+
+    ``seed`` is in ``0..2**32 - 1``; ``device`` is ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
 
     benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
     method: str = "cpg"
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: str = "cpu"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        try:
+            return check_device_name(v)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
 
 
 PRESETS = ("cpu", "paper", "full")
@@ -119,15 +166,69 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML
+    itself silently keeps the last one). Merge keys (``<<: *anchor``) may still be overridden."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if first is not key_node.start_mark:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"key {key!r} is given twice, on lines {first.line + 1} and {key_node.start_mark.line + 1}; "
+                        "keep one", None)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """One line from a PyYAML error: what is wrong and where."""
+    problem = getattr(e, "problem", None)
+    mark = getattr(e, "problem_mark", None)
+    if not problem:
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    return problem + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else "")
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML ``text`` with :class:`UniqueKeyLoader`; raises :class:`ConfigError` naming ``source``."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source} is not valid YAML: {_yaml_problem(e)}") from None
+    except RecursionError:
+        raise ConfigError(f"{source} is nested too deeply to be a configuration") from None
+
+
 def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping; raises :class:`ConfigError` for a missing file or a non-mapping."""
+    """Read a YAML mapping from ``path``.
+
+    Raises:
+        ConfigError: missing or unreadable file, not UTF-8 text (e.g. a binary file), not valid
+            YAML, a key given twice in one mapping, or not a mapping at the top level.
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"config file {p} cannot be read ({e.strerror or type(e).__name__})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {p} is not a text file (not UTF-8); give a YAML file") from None
+    if "\0" in text:
+        raise ConfigError(f"config file {p} is not a text file (it holds NUL bytes); give a YAML file")
+    data = parse_yaml(text, f"config file {p}") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping at the top level")
     return data
@@ -145,8 +246,7 @@ def preset(benchmark: str, name: str = "cpu") -> dict:
             return {}
         have = [p for p in PRESETS if (resources.files("unforget") / "presets" / f"{benchmark}.{p}.yaml").is_file()]
         raise ConfigError(f"benchmark '{benchmark}' has no '{name}' preset; it has: {', '.join(have) or 'none (defaults only)'}")
-    data = yaml.safe_load(f.read_text()) or {}
-    return data
+    return parse_yaml(f.read_text(), f"preset {benchmark}.{name}") or {}
 
 
 def _fmt(e: ValidationError, source: str) -> str:
@@ -154,7 +254,8 @@ def _fmt(e: ValidationError, source: str) -> str:
     loc = ".".join(str(x) for x in err["loc"])
     if err["type"] == "extra_forbidden":
         return f"{source}: unknown key '{loc}'"
-    return f"{source}: '{loc}': {err['msg']}"
+    msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return f"{source}: '{loc}': {msg}"
 
 
 def validate(data: dict, source: str = "config") -> RunConfig:
@@ -171,12 +272,17 @@ def resolve(benchmark: Optional[str] = None, method: Optional[str] = None, *, pr
 
     The benchmark whose preset is used is, by priority, ``benchmark``, the config file's
     ``benchmark.name``, or the default (``digits``).
+
+    Raises:
+        ConfigError: unreadable or invalid config file (reported against the file), unknown
+            preset, or an invalid value in the result (one line).
     """
     file_data = load_yaml(config_file) if config_file else {}
-    if file_data:
-        validate(file_data, str(config_file))  # unknown keys are reported against the file
-    bname = benchmark or (file_data.get("benchmark") or {}).get("name") or BenchmarkConfig().name
+    file_bench = file_data.get("benchmark")
+    bname = benchmark or (file_bench.get("name") if isinstance(file_bench, dict) else None) or BenchmarkConfig().name
     data = _merge(preset(bname, preset_name), file_data)
+    if file_data:
+        validate(data, str(config_file))  # the file's mistakes (e.g. unknown keys) are reported against it
     data = _merge(data, overrides or {})
     data = _merge(data, {"benchmark": {"name": bname}})
     if method:

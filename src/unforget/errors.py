@@ -24,3 +24,14 @@ class CheckpointError(UnforgetError):
 class RunFolderError(UnforgetError):
     """An output folder that cannot be used: not writable, locked by another run, or holding a
     run that would be overwritten."""
+
+
+class InputError(UnforgetError, ValueError):
+    """An input a served model cannot take: ``x`` of the wrong type, shape or dtype, or a task id
+    that is not an integer (a ``ValueError`` too)."""
+
+
+class UnknownTaskError(InputError, KeyError):
+    """A task id the model has not learned (a ``KeyError`` too, as a mapping lookup would be)."""
+
+    __str__ = Exception.__str__  # the message as is, not KeyError's quoted repr

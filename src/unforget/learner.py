@@ -31,16 +31,23 @@ from unforget.methods import Method, get_method
 from unforget.training import Trainer, accuracy, seed_everything
 
 
-def check_device(device: str) -> str:
-    """``device`` if PyTorch can use it here.
+def check_device(device) -> str:
+    """``device`` (a name or a ``torch.device``) as a string, if PyTorch can use it here.
 
     Raises:
-        ConfigError: an unknown device name, or CUDA / MPS asked for where absent (one line).
+        ConfigError: not a device name, or CUDA (or CUDA device N) / MPS asked for where absent
+            (one line; a checkpoint being loaded is never blamed).
     """
-    if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
-        raise ConfigError(f"unknown device '{device}'; use cpu or cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device} asked for, but PyTorch sees no CUDA device; use cpu")
+    from unforget.config import check_device_name
+
+    device = check_device_name(device)
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device} asked for, but PyTorch sees no CUDA device; use cpu")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device} asked for, but PyTorch sees {torch.cuda.device_count()} CUDA "
+                              f"device(s) (cuda:0..cuda:{torch.cuda.device_count() - 1})")
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError("device mps asked for, but PyTorch sees no MPS device; use cpu")
     return device

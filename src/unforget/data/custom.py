@@ -422,6 +422,11 @@ def _image_folder_tasks(root: Path, opts: BuildOptions, tasks: Optional[Sequence
             if not test_dirs:
                 raise DataError(f"{test_dir} holds no class folders; add them or remove test/ to hold out "
                                 f"test_fraction={test_fraction} of the training images")
+            absent = [n for n in names if n not in {d.name for d in test_dirs}]
+            if absent:
+                raise DataError(f"{test_dir} lacks class folder(s) {', '.join(absent)} that {train_dir} has; every "
+                                "class needs test images (add them, or remove test/ to hold out "
+                                f"test_fraction={test_fraction} of the training images)")
             test_pool = _read_classes(test_dirs, [names.index(d.name) for d in test_dirs], size, channels, resize)
             train_pool = (x, y)
             split = "folders"
@@ -495,8 +500,9 @@ def image_folder_benchmark(root: PathLike, *, tasks: Optional[Sequence[str]] = N
     Raises:
         DataError: ``root`` (or a folder of ``tasks``) is missing; a task folder has fewer than 2
             class folders; a class folder holds no images; an image cannot be decoded (the message
-            names the file); a ``test/`` class is missing from ``train/``; a task is left without
-            training or validation images; an option is out of range.
+            names the file); a ``test/`` class is missing from ``train/`` or a ``train/`` class from
+            ``test/``; a task is left without training or validation images; an option is out of
+            range.
     """
     opts = _options(resolve_root(root), seed, val_fraction, max_train_per_class)
     kw = _image_folder_kwargs(image_size, channels, resize, test_fraction, mean, std)

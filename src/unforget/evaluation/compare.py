@@ -5,9 +5,147 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Any, Optional
 
-from unforget.errors import UnforgetError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from unforget.errors import RunFolderError, UnforgetError
+
+
+# ------------------------------------------------------------------ what a report reads
+class _Read(BaseModel):
+    """The part of a saved file the report reads, checked strictly (no coercion: a string where
+    a number belongs is damage); other keys are kept as they are."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class _ModelPart(_Read):
+    name: Optional[str] = None
+    width: float
+
+
+class _TrainPart(_Read):
+    epochs: int
+    batch_size: int
+    lr: float
+
+
+class _ConfigPart(_Read):
+    model: _ModelPart
+    train: _TrainPart
+    seed: int
+
+
+class _TaskPart(_Read):
+    capacity: Optional[dict[str, Optional[float]]] = None
+    model_size_bytes: Optional[float] = None
+    expansion_ratio: Optional[float] = None
+    released_ratio: Optional[float] = None
+    network_epochs: Optional[float] = None
+
+
+class _UnitSeries(_Read):
+    task: list[int]
+    used_share: list[float]
+    reused_share: list[float]
+
+
+class _UnitCapacity(_Read):
+    per_task: _UnitSeries
+
+
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class ReportedRun(_Read):
+    """A ``results.json`` as ``unforget report`` reads it: the accuracy matrix (lower
+    triangular, accuracies as fractions in [0, 1], ``None`` for a task not tested), one task
+    record per row, the configuration's model, training and seed, and the summary numbers."""
+
+    benchmark: str
+    config: _ConfigPart
+    tasks: list[_TaskPart]
+    accuracy_matrix: list[list[Optional[Fraction]]] = Field(min_length=1)
+    average_accuracy: Optional[float] = None
+    bwt: Optional[float] = None
+    model_size_bytes: Optional[float] = None
+    expansion_ratio: Optional[float] = None
+    released_ratio: Optional[float] = None
+    wall_time_s: float = 0.0
+    capacity: Optional[dict[str, Any]] = None
+
+    @model_validator(mode="after")
+    def _shape(self):
+        for i, row in enumerate(self.accuracy_matrix):
+            if len(row) != i + 1:
+                raise ValueError(f"row {i + 1} of accuracy_matrix has {len(row)} entries, not {i + 1}")
+        if len(self.tasks) != len(self.accuracy_matrix):
+            raise ValueError(f"{len(self.tasks)} task records for {len(self.accuracy_matrix)} rows of accuracy_matrix")
+        cap = self.capacity
+        if cap and all(isinstance(v, dict) and "per_task" in v for v in cap.values()):  # CLNP's unit capacity
+            for v in cap.values():
+                _UnitCapacity.model_validate(v)
+        return self
+
+
+class _CompareFile(_Read):
+    methods: list[str] = Field(default_factory=list)
+
+
+def _read_mapping(path: Path, model: type[_Read], advice: str) -> dict:
+    """The JSON mapping in ``path``, checked against ``model``.
+
+    Raises:
+        RunFolderError: one line naming ``path``, what is wrong and ``advice``.
+    """
+    def damaged(why: str) -> RunFolderError:
+        return RunFolderError(f"{path} is damaged: {why}; {advice}")
+
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise RunFolderError(f"{path} cannot be read ({e.strerror or type(e).__name__})") from None
+    except UnicodeDecodeError:
+        raise damaged("not UTF-8 text") from None
+    if not text.strip():
+        raise damaged("it is empty")
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise damaged(f"not JSON ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise damaged("nested too deeply") from None
+    if not isinstance(data, dict):
+        raise damaged(f"not a JSON mapping but a {type(data).__name__}")
+    try:
+        model.model_validate(data)
+    except ValidationError as e:
+        raise damaged(_problem(e)) from None
+    return data
+
+
+def _problem(e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"'{loc}': {msg}" if loc else msg
+
+
+def read_results(path: str | Path) -> dict:
+    """A run's ``results.json``, checked to hold what a report reads (:class:`ReportedRun`).
+
+    Raises:
+        RunFolderError: unreadable, empty, truncated or non-JSON file, or one that lacks or
+            damages what a report needs (one line naming the file).
+    """
+    path = Path(path)
+    if (path.parent / "checkpoint.safetensors").is_file():
+        advice = ("delete it and rerun `unforget compare` with the same options, which resumes from the checkpoint "
+                  "beside it")
+    else:
+        advice = f"delete {path.parent} and rerun `unforget compare` to redo that method"
+    return _read_mapping(path, ReportedRun, advice)
 
 
 def load_results(folder: str | Path) -> dict[str, dict]:
@@ -15,17 +153,20 @@ def load_results(folder: str | Path) -> dict[str, dict]:
     order of ``folder/compare.json`` when present, else by name.
 
     Raises:
-        UnforgetError: no results found.
+        UnforgetError: no results found; RunFolderError: a damaged ``results.json`` or
+            ``compare.json`` (:func:`read_results`; one line naming the file).
     """
     folder = Path(folder)
     order: list[str] = []
-    if (folder / "compare.json").is_file():
-        order = json.loads((folder / "compare.json").read_text()).get("methods", [])
+    cmp = folder / "compare.json"
+    if cmp.is_file():
+        order = _read_mapping(cmp, _CompareFile, "delete it (it only sets the order of the methods) and rerun "
+                                                  "`unforget report`").get("methods", [])
     found = {p.parent.name: p for p in sorted(folder.glob("*/results.json"))}
     if not found:
         raise UnforgetError(f"no */results.json under {folder}; run `unforget compare` first")
     names = [m for m in order if m in found] + [m for m in found if m not in order]
-    return {m: json.loads(found[m].read_text()) for m in names}
+    return {m: read_results(found[m]) for m in names}
 
 
 def _pct(v: Optional[float]) -> str:

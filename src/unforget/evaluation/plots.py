@@ -51,7 +51,7 @@ def accuracy_heatmap(name: str, results: dict, path: Path) -> Path:
     K = len(R)
     M = np.full((K, K), np.nan)
     for i, row in enumerate(R):
-        M[i, : len(row)] = [100 * v for v in row]
+        M[i, : len(row)] = [np.nan if v is None else 100 * v for v in row]  # None: task not tested
     fig, ax = plt.subplots(figsize=(1.2 + 0.55 * K, 1.0 + 0.5 * K))
     im = ax.imshow(M, vmin=0, vmax=100, cmap="viridis")
     for i in range(K):
@@ -76,7 +76,8 @@ def accuracy_over_sequence(runs: dict[str, dict], path: Path) -> Path:
         R = r["accuracy_matrix"]
         K = len(R)
         for j in range(K):
-            ax.plot(range(j + 1, K + 1), [100 * R[i][j] for i in range(j, K)], marker="o", ms=3, label=f"T{j + 1}")
+            ax.plot(range(j + 1, K + 1), [float("nan") if R[i][j] is None else 100 * R[i][j] for i in range(j, K)],
+                    marker="o", ms=3, label=f"T{j + 1}")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("tasks learned")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
