@@ -317,7 +317,7 @@ def test_api_load_on_a_bad_device_blames_the_device_not_the_file(tiny_run, devic
 
 
 def test_api_load_accepts_a_torch_device(tiny_run):
-    assert unforget.load(tiny_run, device=torch.device("cpu")).tasks == [1, 2]
+    assert unforget.load(tiny_run, device=torch.device("cpu")).task_ids == [1, 2]
 
 
 # ============================================================== Python API: model(x, task=...)

@@ -79,7 +79,7 @@ def test_python_api_learn_and_serve(tmp_path):
     acc = float((res.model.predict(x, task=1) == bench.tasks[0].test.y).float().mean())
     assert acc == pytest.approx(res["accuracy_matrix"][-1][0])
     loaded = unforget.load(tmp_path)
-    assert loaded.tasks == [1, 2]
+    assert loaded.task_ids == [1, 2]
     for t in (1, 2):
         assert torch.equal(loaded(x, task=t), served[t])
     with pytest.raises(KeyError):

@@ -93,3 +93,22 @@ def test_export_refuses_unknown_task(cpg_conv):
     m, _ = cpg_conv
     with pytest.raises(UnforgetError, match="task 9 was not learned"):
         plain_network(m.model, 9)
+
+
+def test_loaded_learner_serves_counts_parameters_and_exports(tmp_path):
+    import unforget
+    from unforget.runner import run
+
+    bench = gaussian_benchmark(2, 3, 12, 48, seed=9)
+    cfg = RunConfig.model_validate({"method": "cpg", "model": {"name": "mlp", "width": 0.03},
+                                    "train": {"epochs": 1, "batch_size": 16},
+                                    "methods": {"cpg": {"goal": "explicit", "goals": [0.0, 0.0]}}})
+    run(cfg, benchmark=bench, out_dir=tmp_path, progress=False)
+    learner = unforget.load(tmp_path)
+    assert learner.task_ids == [1, 2] and [t["name"] for t in learner.tasks] == ["toy-t1", "toy-t2"]
+    stored = sum(p.numel() for p in learner.method.model.parameters())
+    assert stored > 0 and sum(p.numel() for p in learner.model.parameters()) == stored
+    x = torch.randn(4, 12)
+    plain = learner.export(2)
+    with torch.no_grad():
+        assert torch.equal(plain(x), learner(x, task=2))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -29,6 +29,9 @@ from unforget.errors import CheckpointError, ConfigError, UnforgetError
 from unforget.evaluation import average_accuracy, bwt, forgetting, markdown_report
 from unforget.methods import Method, get_method
 from unforget.training import Trainer, accuracy, seed_everything
+
+if TYPE_CHECKING:
+    from unforget.serving import ServingModel
 
 
 def check_device(device) -> str:
@@ -225,9 +228,32 @@ class Learner:
         return [self.test(t, split) for t in tasks]
 
     # ------------------------------------------------------------------ serving
+    @property
+    def task_ids(self) -> list[int]:
+        """The learned task ids, ``[1, ..., n_learned]``."""
+        return list(self.method.learned)
+
+    @property
+    def model(self) -> "ServingModel":
+        """The ``nn.Module`` face: ``model(x, task)`` serves every learned task (evaluation
+        mode, no gradient); its ``parameters()`` are the method's networks'."""
+        from unforget.serving import ServingModel
+
+        return ServingModel(self)
+
+    def __call__(self, x, task) -> torch.Tensor:
+        """Task ``task``'s logits ``(N, n_classes_task)`` for a batch ``x`` as the task's
+        transform makes it (see :class:`~unforget.serving.ServingModel`)."""
+        return self.model(x, task)
+
+    def predict(self, x, task) -> torch.Tensor:
+        """Predicted task-local class indices, ``int64`` ``(N,)``."""
+        return self.model.predict(x, task)
+
     def logits(self, x: torch.Tensor, task: int) -> torch.Tensor:
         """Task ``task``'s logits ``(N, n_classes_task)`` for model inputs ``x`` (as the task's
-        transform makes them), evaluation mode, no gradient.
+        transform makes them), evaluation mode, no gradient; no input checks (see
+        :meth:`__call__` for the checked path).
 
         Raises:
             KeyError: ``task`` was not learned.
@@ -235,6 +261,21 @@ class Learner:
         if task not in self.method.learned:
             raise KeyError(f"task {task} was not learned; learned tasks: {list(self.method.learned)}")
         return self.method.logits(x, task)
+
+    def export(self, task: int) -> "torch.nn.Module":
+        """Task ``task`` as a plain network of ``nn.Conv2d`` / ``nn.Linear`` / ``nn.BatchNorm``
+        layers with its effective weights (:func:`unforget.export.plain_network`): its logits
+        equal the served ones bit for bit.
+
+        Raises:
+            UnforgetError: ``task`` was not learned, or the method's network cannot be flattened
+                into one plain network (progressive columns).
+        """
+        from unforget.export import plain_network
+        from unforget.serving import task_id
+
+        t = task_id(task, self.method.learned)
+        return plain_network(self.method.model_for(t), t)
 
     # ------------------------------------------------------------------ state and results
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:

@@ -122,6 +122,16 @@ class Method:
         """Inverse of :meth:`state` on a freshly built method of the same configuration."""
         raise NotImplementedError
 
+    def networks(self) -> list[nn.Module]:
+        """Every network the method keeps to serve its tasks (for parameter counts and device
+        moves): attributes that are modules, or dicts / lists of modules. Override when a
+        method keeps them elsewhere."""
+        found: list[nn.Module] = []
+        for value in vars(self).values():
+            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+            found.extend(v for v in items if isinstance(v, nn.Module) and all(v is not f for f in found))
+        return found
+
     def logits(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
         """Task ``task_id``'s logits for float inputs ``x`` (evaluation mode, no gradient)."""
         model = self.model_for(task_id)
