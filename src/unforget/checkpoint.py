@@ -1,6 +1,13 @@
 """Checkpoints: every tensor in a ``safetensors`` file (no pickled code is ever executed on
 load), the JSON metadata in the file's header, and a SHA-256 digest of both that is verified on
-every load; written atomically (temporary file + rename)."""
+every load; written atomically (temporary file + rename).
+
+Tensors are stored compactly and losslessly (:mod:`unforget.storage`): pick masks as bits over
+the weights they can pick, owners in ``ceil(log2(K + 1))`` bits, no values for free weights, so
+that the file holds what the reported model size counts. How each stored tensor is rebuilt is
+described in the header (:data:`STORAGE_KEY`); the digest covers the metadata, that description
+and the tensors as stored. Files without the description (written before compact storage) hold
+every tensor plainly and still load."""
 from __future__ import annotations
 
 import hashlib
@@ -15,18 +22,28 @@ from safetensors.torch import save_file
 
 from unforget.atomic import temp_path
 from unforget.errors import CheckpointError
+from unforget.storage import EncodingError, decode, encode
 
 CHECKPOINT = "checkpoint.safetensors"
 META_KEY, DIGEST_KEY = "unforget", "unforget_sha256"
+STORAGE_KEY = "unforget_storage"
+"""Header key of the JSON description of the encoded tensors (:func:`unforget.storage.encode`)."""
+TRAINING_ONLY = ("goal.",)
+"""Prefixes of tensors a checkpoint keeps only to learn further tasks, not to serve: the accuracy
+goals' fine-tuning reference models (``fine-avg`` / ``fine-max``), which the reported model size
+rightly leaves out (:func:`checkpoint_parts`)."""
 RUN_KEYS = ("config", "method", "accuracy_matrix", "records", "wall_time_s", "input_shape")
 """Metadata keys every run checkpoint (written by :func:`unforget.runner.run`) carries."""
 _PICK = re.compile(r"^(.*)\.pick_(\d+)$")
 
 
-def digest(meta_json: str, tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 (hex) of the metadata string and of every tensor's name, dtype, shape and bytes
-    (in name order); any changed bit changes it."""
+def digest(meta_json: str, tensors: dict[str, torch.Tensor], storage_json: str | None = None) -> str:
+    """SHA-256 (hex) of the metadata string, the storage description (when there is one) and of
+    every stored tensor's name, dtype, shape and bytes (in name order); any changed bit changes
+    it."""
     h = hashlib.sha256(meta_json.encode())
+    if storage_json is not None:
+        h.update(f"\0storage\0{storage_json}".encode())
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous().reshape(-1)
         h.update(f"\0{name}\0{t.dtype}\0{tuple(tensors[name].shape)}\0".encode())
@@ -40,9 +57,11 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
-    flat = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    text = json.dumps(meta)
-    save_file(flat, str(tmp), metadata={META_KEY: text, DIGEST_KEY: digest(text, flat)})
+    flat, specs = encode({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    flat = {k: v.contiguous().clone() for k, v in flat.items()}  # no shared storage in the file
+    text, storage = json.dumps(meta), json.dumps(specs)
+    save_file(flat, str(tmp), metadata={META_KEY: text, STORAGE_KEY: storage,
+                                        DIGEST_KEY: digest(text, flat, storage)})
     os.replace(tmp, path)
     return path
 
@@ -64,12 +83,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises several types for damaged files
         raise CheckpointError(f"checkpoint {path} is damaged or not an unforget checkpoint ({type(e).__name__})") from None
-    text, expected = header.get(META_KEY), header.get(DIGEST_KEY)
+    text, expected, storage = header.get(META_KEY), header.get(DIGEST_KEY), header.get(STORAGE_KEY)
     if text is None:
         raise CheckpointError(f"checkpoint {path} has no unforget metadata")
     if expected is None:
         raise CheckpointError(f"checkpoint {path} has no digest (written by an older unforget?); rerun with --overwrite")
-    if digest(text, tensors) != expected:
+    if digest(text, tensors, storage) != expected:
         raise CheckpointError(f"checkpoint {path} is damaged: its SHA-256 digest does not match its contents")
     try:
         meta = json.loads(text)
@@ -77,7 +96,45 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise CheckpointError(f"checkpoint {path} is damaged: its metadata is not JSON") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"checkpoint {path} is damaged: its metadata is not a JSON mapping")
+    if storage is not None:
+        try:
+            tensors = decode(tensors, json.loads(storage))
+        except (ValueError, EncodingError) as e:  # a JSONDecodeError is a ValueError
+            msg = str(e).splitlines()[0] if isinstance(e, EncodingError) else "not JSON"
+            raise CheckpointError(f"checkpoint {path} is damaged: its tensor storage does not decode ({msg})") from None
     return {k: v.to(device) for k, v in tensors.items()}, meta
+
+
+def checkpoint_size(path: str | Path) -> int:
+    """Bytes of the checkpoint file at ``path`` (a run folder or the file): the number
+    ``results.json`` reports as ``checkpoint_bytes`` beside ``model_size_bytes``."""
+    path = Path(path)
+    return (path / CHECKPOINT if path.is_dir() else path).stat().st_size
+
+
+def checkpoint_parts(path: str | Path) -> dict[str, int]:
+    """Bytes of the checkpoint file at ``path`` by part, read from its header alone (no tensor
+    is loaded): ``header`` (the safetensors header: tensor table, metadata, storage
+    description), ``training_only`` (tensors kept only to learn further tasks:
+    :data:`TRAINING_ONLY`) and ``model`` (all other stored tensors: what serving needs, the
+    counterpart of the reported ``model_size_bytes``). They sum to :func:`checkpoint_size`.
+
+    Raises:
+        CheckpointError: missing file or unreadable header.
+    """
+    path = Path(path)
+    path = path / CHECKPOINT if path.is_dir() else path
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            table = json.loads(f.read(n))
+        spans = {k: v["data_offsets"][1] - v["data_offsets"][0] for k, v in table.items() if k != "__metadata__"}
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__})") from None
+    training = sum(b for k, b in spans.items() if k.startswith(TRAINING_ONLY))
+    size = path.stat().st_size
+    return {"header": size - sum(spans.values()), "training_only": training,
+            "model": sum(spans.values()) - training}
 
 
 def check_run_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> int:

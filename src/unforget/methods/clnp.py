@@ -426,9 +426,10 @@ class CLNP(Method):
     def size(self) -> dict:
         """Bytes to serve all tasks: the weights in use (rows of active units, columns of units
         active for the same or earlier tasks; float32), each unit's owner task
-        (``ceil(log2(K+1))`` bits), per-task biases and batch norms, and the heads (single head:
-        only each task's own column block). The network never grows: expansion 1.0; Red. = free
-        weights / all weights."""
+        (``ceil(log2(K+1))`` bits), per-task biases and batch norms, and the heads (only the
+        columns of the last-hidden units a task reads: its own for a single head, those of it and
+        earlier tasks for multi heads; the others are zero). The network never grows: expansion
+        1.0; Red. = free weights / all weights."""
         K = max(self.learned, default=0)
         used, units = 0, 0
         for ul in self.chain:
@@ -445,10 +446,14 @@ class CLNP(Method):
         per_task = tensor_bytes(p for ul in self.chain for p in ul.layer.biases.values())
         per_task += tensor_bytes(x for _, n in norm_layers(self.model) for x in
                                  list(n.norms.parameters()) + list(n.norms.buffers()))
-        if self.options.head == "single" and self._feature_layer() is not None:
+        if self._feature_layer() is not None:
+            # a head reads only units its task can see: its own (single head), or those of it
+            # and earlier tasks (multi); the columns of any other unit are zero (_release)
             owner = unit_owner(self.chain[self._feature_layer()].layer)
-            per_task += sum(4 * (h.weight[:, 0].numel() * int((owner == int(k)).sum()) + h.out_features)
-                            for k, h in self.model.heads.items())
+            single = self.options.head == "single"
+            per_task += sum(h.weight.element_size() * (h.weight.shape[0] * int(
+                ((owner == int(k)) if single else ((owner > 0) & (owner <= int(k)))).sum()) + h.out_features)
+                for k, h in self.model.heads.items())
         else:
             per_task += tensor_bytes(self.model.heads.parameters())
         bits = units * max(1, math.ceil(math.log2(K + 1)))
