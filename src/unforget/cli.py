@@ -28,6 +28,8 @@ EPILOG = """examples:
   unforget compare --benchmark split-cifar10 --methods cpg,packnet,scratch,finetune --data-root ../shared/data
   unforget report runs/compare-split-cifar10     # rebuild tables and figures without training
   unforget list                                  # benchmarks, methods and models
+  unforget learn runs/digits --data mytask/      # add a task to a trained model, months later
+  unforget export runs/digits --task 2 --format onnx --out task2.onnx   # ship one task
 
 Results: OUT/results.json (accuracy matrix R[i][j] = test accuracy on task j after learning
 task i, average accuracy, BWT, model size, Exp., Red.), OUT/report.md, and a checkpoint
@@ -91,6 +93,36 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("folder", help="folder written by `unforget compare`")
     rp.add_argument("--no-plots", action="store_true", help="tables only")
     sub.add_parser("list", help="list benchmarks, methods and models")
+    lr = sub.add_parser("learn", help="add one new task to a trained model (lifelong use)",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Learn one new task into the run in MODEL_DIR with the run's method and "
+                        "configuration (CPG: picks, growth, compacting, goal). Earlier tasks keep answering "
+                        "exactly as before. Their test accuracy is re-measured when their data is still "
+                        "reachable (tasks added by `learn` from their folder or file; the run's benchmark with "
+                        "--data-root), else recorded as not re-evaluated. The checkpoint, results.json and "
+                        "report.md are rewritten atomically.",
+                        epilog="examples:\n  unforget run --out runs/digits\n"
+                        "  unforget learn runs/digits --data mydata/shapes            # CLASS/*.png or train/ test/\n"
+                        "  unforget learn runs/digits --data more.npz --name letters  # x_train, y_train, x_test, y_test")
+    lr.add_argument("model_dir", help="folder of a run (holds checkpoint.safetensors)")
+    lr.add_argument("--data", required=True, help="the new task: a folder with one subfolder per class (optionally "
+                    "train/ and test/), or an .npz file with x_train, y_train, x_test, y_test")
+    lr.add_argument("--name", help="task name (default: the folder or file name)")
+    lr.add_argument("--data-root", help="where the run's benchmark data is, to re-evaluate its tasks")
+    lr.add_argument("--device", help="cpu (default) or cuda")
+    lr.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    ex = sub.add_parser("export", help="write one learned task as a plain network (PyTorch, TorchScript, ONNX)",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Task T's network with its effective weights materialised and cut to its width, "
+                        "built from plain Conv2d / Linear / BatchNorm layers: TorchScript and ONNX files run "
+                        "without unforget. Its class names, input shape and normalisation go into the file's "
+                        "metadata. Logits equal the served ones (PyTorch, TorchScript) or agree within 1e-5 (ONNX).",
+                        epilog="example:\n  unforget export runs/digits --task 2 --format onnx --out task2.onnx")
+    ex.add_argument("model_dir", help="folder of a run (holds checkpoint.safetensors)")
+    ex.add_argument("--task", "-t", type=int, required=True, help="task id (1-based)")
+    ex.add_argument("--format", "-f", default="torchscript", choices=["pytorch", "torchscript", "onnx"],
+                    help="file format (default: torchscript)")
+    ex.add_argument("--out", "-o", required=True, help="output file")
     return p
 
 
@@ -176,6 +208,26 @@ def _interrupted(a: Optional[argparse.Namespace]) -> str:
     return "interrupted"
 
 
+def _learn(a: argparse.Namespace) -> None:
+    from unforget.lifelong import learn_task
+
+    a.out_dir = a.model_dir
+    results = learn_task(a.model_dir, a.data, name=a.name, data_root=a.data_root, device=a.device,
+                         progress=not a.quiet)
+    row = results["accuracy_matrix"][-1]
+    cells = ", ".join("not re-evaluated" if v is None else f"{100 * v:.2f} %" for v in row)
+    print(f"task {len(row)} learned; test accuracy per task now: {cells}")
+    print(f"results: {a.model_dir}/results.json, report: {a.model_dir}/report.md")
+
+
+def _export(a: argparse.Namespace) -> None:
+    from unforget.learner import Learner
+
+    learner = Learner.open(a.model_dir)
+    path = learner.export_file(a.task, a.format, a.out)
+    print(f"task {a.task} ({learner.tasks[a.task - 1]['name']}) written to {path} ({a.format})")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``unforget``; returns the exit status: 0 ok, 2 a user error (one line
     ``unforget: error: ...`` on stderr, no traceback), 130 interrupted (Ctrl-C, one line)."""
@@ -194,6 +246,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _compare(a)
         elif a.command == "report":
             _report(a)
+        elif a.command == "learn":
+            _learn(a)
+        elif a.command == "export":
+            _export(a)
         else:
             parser.print_help()
     except UnforgetError as e:

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from unforget import __version__
 from unforget.atomic import write_atomic
-from unforget.checkpoint import CHECKPOINT, check_run_checkpoint, load_checkpoint, save_checkpoint
+from unforget.checkpoint import CHECKPOINT, check_run_checkpoint, checkpoint_size, load_checkpoint, save_checkpoint
 from unforget.config import RunConfig, run_identity
 from unforget.data.task import Benchmark, SequencePlan, Task
 from unforget.errors import CheckpointError, ConfigError, UnforgetError
@@ -181,9 +181,10 @@ class Learner:
         """Number of tasks learned so far."""
         return len(self.records)
 
-    def learn(self, task: Task, test_on: Sequence[Task] = ()) -> dict:
+    def learn(self, task: Task, test_on: Sequence[Task] = (), info: Optional[dict] = None) -> dict:
         """Learn ``task`` (its id must be ``n_learned + 1``), then test on ``test_on`` (the
-        earlier tasks whose test data is at hand, in id order) and on ``task``.
+        earlier tasks whose test data is at hand, in id order) and on ``task``. ``info``
+        (JSON-able) is stored with the task's name and classes (e.g. where its data came from).
 
         Appends ``task``'s row to :attr:`R` (an earlier task absent from ``test_on`` is ``None``:
         never invented) and its record to :attr:`records`; observers are told before and after.
@@ -212,7 +213,7 @@ class Learner:
         given[task.id] = task
         self.R.append([self.test(given[j]) if j in given else None for j in range(1, task.id + 1)])
         self.records.append(rec)
-        self.tasks.append({"name": task.name, "classes": list(task.classes)})
+        self.tasks.append({"name": task.name, "classes": list(task.classes), **(info or {})})
         self.wall_time_s += time.perf_counter() - t0
         for obs in self.observers:
             obs.after_task(self, task, rec)
@@ -277,6 +278,23 @@ class Learner:
         t = task_id(task, self.method.learned)
         return plain_network(self.method.model_for(t), t)
 
+    def export_file(self, task: int, fmt: str, path: str | Path) -> Path:
+        """Write :meth:`export` of ``task`` to ``path`` as ``fmt`` (``pytorch``, ``torchscript``
+        or ``onnx``; :func:`unforget.export.save_plain`), with the task's name, class names and
+        input shape in the file's metadata; returns the path.
+
+        Raises:
+            UnforgetError: as :meth:`export`, or an unknown format / ONNX without ``onnx``.
+        """
+        from unforget.export import save_plain
+
+        plain = self.export(task)
+        info = {"task": task, **self.tasks[task - 1], "input_shape": list(self.plan.input_shape),
+                "input": "float32 batch (N, *input_shape) as the task's transform makes it",
+                "unforget_version": __version__}
+        example = torch.zeros(1, *self.plan.input_shape, device=self.method.device)
+        return save_plain(plain, path, fmt, example, info)
+
     # ------------------------------------------------------------------ state and results
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
         """``(tensors, metadata)`` of a checkpoint from which :meth:`open` rebuilds this learner
@@ -299,14 +317,17 @@ class Learner:
         tensors, meta = self.state()
         return save_checkpoint(path, tensors, meta)
 
-    def results(self) -> dict:
-        """The ``results.json`` mapping (design.md, "Metrics and reports")."""
+    def results(self, checkpoint: Optional[Path] = None) -> dict:
+        """The ``results.json`` mapping (design.md, "Metrics and reports"); with ``checkpoint``
+        (its file), ``checkpoint_bytes`` is that file's size beside the reported
+        ``model_size_bytes``."""
         tasks = []
         for info, rec in zip(self.tasks, self.records):
             first = {k: rec.get(k) for k in ("accuracy_goal", "pruning_ratio", "width", "train_time_s",
                                              "val_accuracy")}
             tasks.append({"name": info["name"], "classes": list(info["classes"]), **first,
-                          **{k: v for k, v in rec.items() if k not in first}})
+                          **{k: v for k, v in rec.items() if k not in first},
+                          **{k: v for k, v in info.items() if k not in ("name", "classes")}})
         R = self.R
         complete = bool(R) and all(v is not None for v in R[-1])
         size = self.method.size()
@@ -316,7 +337,10 @@ class Learner:
             "average_accuracy": average_accuracy(R) if complete else None,
             "bwt": bwt(R) if complete and _full(R) else None,
             "forgetting": forgetting(R) if complete and _full(R) else None,
-            "model_size_bytes": size.get("model_size_bytes"), "expansion_ratio": size.get("expansion_ratio"),
+            "model_size_bytes": size.get("model_size_bytes"),
+            "checkpoint_bytes": checkpoint_size(checkpoint) if checkpoint is not None and Path(checkpoint).is_file()
+            else None,
+            "expansion_ratio": size.get("expansion_ratio"),
             "released_ratio": size.get("released_ratio"), "capacity": self.method.capacity(),
             "wall_time_s": self.wall_time_s, "device": self.config.device, "unforget_version": __version__,
             "exact_method": self.method.exact, "input_shape": list(self.plan.input_shape),
@@ -349,8 +373,8 @@ class RunFolderWriter(TaskObserver):
 
     def after_task(self, learner: Learner, task: Task, record: dict) -> None:
         tensors, meta = learner.state()
-        save_checkpoint(self.out / CHECKPOINT, tensors, meta)
-        write_results(self.out, learner.results())
+        path = save_checkpoint(self.out / CHECKPOINT, tensors, meta)
+        write_results(self.out, learner.results(path))
 
 
 def write_results(out: Path, results: dict) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from unforget.checkpoint import CHECKPOINT
 from unforget.config import RunConfig
 from unforget.data.task import Benchmark
 from unforget.errors import UnforgetError
@@ -67,7 +68,7 @@ def _run(config: RunConfig, data_root: Optional[str], out: Optional[Path], resum
         learner = Learner.create(config, bench, progress=progress, observers=observers)
     for task in bench.tasks[learner.n_learned:]:
         learner.learn(task, test_on=bench.tasks[: task.id - 1])
-    results = learner.results()
+    results = learner.results(out / CHECKPOINT if out is not None else None)
     if out is not None:
         write_results(out, results)
     results["_learner"] = learner
