@@ -29,6 +29,7 @@ EPILOG = """examples:
   unforget report runs/compare-split-cifar10     # rebuild tables and figures without training
   unforget list                                  # benchmarks, methods and models
   unforget learn runs/digits --data mytask/      # add a task to a trained model, months later
+  unforget predict runs/digits --task 2 photo.png  # classify raw image files with task 2
   unforget export runs/digits --task 2 --format onnx --out task2.onnx   # ship one task
 
 Results: OUT/results.json (accuracy matrix R[i][j] = test accuracy on task j after learning
@@ -111,6 +112,18 @@ def _parser() -> argparse.ArgumentParser:
     lr.add_argument("--data-root", help="where the run's benchmark data is, to re-evaluate its tasks")
     lr.add_argument("--device", help="cpu (default) or cuda")
     lr.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    pr = sub.add_parser("predict", help="classify raw files (images, or an .npz of raw arrays) with one learned task",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Classify raw inputs with task T: image files of any size and format are "
+                        "converted to the task's channels, resized and normalised as its training data was (the "
+                        "checkpoint records how); an .npz file's x array holds raw images (uint8, or floats in "
+                        "[0, 1]) or vectors. Prints one line per input: file, class name, probability.",
+                        epilog="examples:\n  unforget predict runs/digits --task 2 photo1.png photo2.jpg\n"
+                        "  unforget predict runs/digits --task 2 batch.npz --json")
+    pr.add_argument("model_dir", help="folder of a run (holds checkpoint.safetensors)")
+    pr.add_argument("--task", "-t", type=int, required=True, help="task id (1-based)")
+    pr.add_argument("files", nargs="+", help="image files, or .npz files with an array x")
+    pr.add_argument("--json", action="store_true", help="one JSON object per line (file, index, class, probability)")
     ex = sub.add_parser("export", help="write one learned task as a plain network (PyTorch, TorchScript, ONNX)",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
                         description="Task T's network with its effective weights materialised and cut to its width, "
@@ -220,6 +233,38 @@ def _learn(a: argparse.Namespace) -> None:
     print(f"results: {a.model_dir}/results.json, report: {a.model_dir}/report.md")
 
 
+def _predict(a: argparse.Namespace) -> None:
+    import json
+
+    import numpy as np
+
+    from unforget.errors import InputError
+    from unforget.learner import Learner
+
+    learner = Learner.open(a.model_dir)
+    names = learner.tasks[a.task - 1]["classes"] if 1 <= a.task <= learner.n_learned else []
+    for f in a.files:
+        if f.lower().endswith(".npz"):
+            try:
+                with np.load(f, allow_pickle=False) as z:
+                    if "x" not in z:
+                        raise InputError(f"{f} has no array x (it holds {', '.join(z.files)})")
+                    items = list(z["x"])
+            except (OSError, ValueError) as e:
+                raise InputError(f"cannot read {f}: {e}") from None
+            labels = [f"{f}[{i}]" for i in range(len(items))]
+        else:
+            items, labels = [f], [f]
+        if not items:
+            continue
+        classes, probs = learner.predict_raw(items, a.task)
+        for label, c, p in zip(labels, classes.tolist(), probs.tolist()):
+            if a.json:
+                print(json.dumps({"input": label, "index": c, "class": names[c], "probability": round(p, 6)}))
+            else:
+                print(f"{label}\t{names[c]}\t{p:.4f}")
+
+
 def _export(a: argparse.Namespace) -> None:
     from unforget.learner import Learner
 
@@ -250,6 +295,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _learn(a)
         elif a.command == "export":
             _export(a)
+        elif a.command == "predict":
+            _predict(a)
         else:
             parser.print_help()
     except UnforgetError as e:

@@ -213,7 +213,11 @@ class Learner:
         given[task.id] = task
         self.R.append([self.test(given[j]) if j in given else None for j in range(1, task.id + 1)])
         self.records.append(rec)
-        self.tasks.append({"name": task.name, "classes": list(task.classes), **(info or {})})
+        from unforget.serving import preprocessing_of
+
+        self.tasks.append({"name": task.name, "classes": list(task.classes),
+                           "preprocessing": preprocessing_of(task, self.plan.info.get("resize", "stretch")),
+                           **(info or {})})
         self.wall_time_s += time.perf_counter() - t0
         for obs in self.observers:
             obs.after_task(self, task, rec)
@@ -250,6 +254,26 @@ class Learner:
     def predict(self, x, task) -> torch.Tensor:
         """Predicted task-local class indices, ``int64`` ``(N,)``."""
         return self.model.predict(x, task)
+
+    def predict_raw(self, items, task: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Classify raw inputs of task ``task``: image file paths, PIL images or ``uint8`` arrays
+        of any size (or vector rows), preprocessed as the task's training data was
+        (:func:`unforget.serving.raw_batch`).
+
+        Returns:
+            ``(classes, probabilities)``: predicted task-local class indices ``int64`` ``(N,)``
+            and their softmax probabilities ``float32`` ``(N,)``; names are
+            ``self.tasks[task - 1]["classes"]``.
+        Raises:
+            InputError: inputs the task cannot take, an unknown task id (one line).
+        """
+        from unforget.serving import raw_batch, task_id
+
+        t = task_id(task, self.method.learned)
+        x = raw_batch(items, self.tasks[t - 1].get("preprocessing", {}))
+        probs = torch.softmax(self.method.logits(x, t), dim=1)
+        best = probs.max(dim=1)
+        return best.indices, best.values
 
     def logits(self, x: torch.Tensor, task: int) -> torch.Tensor:
         """Task ``task``'s logits ``(N, n_classes_task)`` for model inputs ``x`` (as the task's
@@ -327,7 +351,7 @@ class Learner:
                                              "val_accuracy")}
             tasks.append({"name": info["name"], "classes": list(info["classes"]), **first,
                           **{k: v for k, v in rec.items() if k not in first},
-                          **{k: v for k, v in info.items() if k not in ("name", "classes")}})
+                          **{k: v for k, v in info.items() if k not in ("name", "classes", "preprocessing")}})
         R = self.R
         complete = bool(R) and all(v is not None for v in R[-1])
         size = self.method.size()

@@ -118,3 +118,96 @@ class ServingModel(nn.Module):
 
 
 __all__ = ["ServingModel", "as_batch", "task_id"]
+
+
+# ---------------------------------------------------------------------- raw inputs (files, uint8 images)
+def preprocessing_of(task, resize: str = "stretch") -> dict:
+    """What serving task ``task`` on raw inputs needs, JSON-able: ``kind`` (``image`` or
+    ``vector``), the model input shape, for images ``channels``, ``size`` ``[H, W]``, ``resize``
+    (``stretch`` or ``center-crop``), normalisation ``mean`` / ``std`` (``[0, 1]`` scale, or
+    ``None``), ``flatten`` and a pixel ``permutation`` (permuted MNIST) or ``None``; for vectors
+    ``mean`` / ``std`` per feature."""
+    from unforget.data.custom import VectorTransform
+    from unforget.data.transforms import ImageTransform
+
+    tf = task.transform
+    if isinstance(tf, ImageTransform):
+        shape = tuple(task.train.x.shape[1:])
+        return {"kind": "image", "channels": int(shape[0]), "size": [int(shape[1]), int(shape[2])],
+                "resize": resize, "mean": None if tf.mean is None else list(tf.mean),
+                "std": None if tf.std is None else list(tf.std), "flatten": tf.flatten,
+                "permutation": None if tf.permutation is None else tf.permutation.tolist(),
+                "input_shape": list(task.input_shape)}
+    if isinstance(tf, VectorTransform):
+        return {"kind": "vector", "mean": None if tf.mean is None else tf.mean.reshape(-1).tolist(),
+                "std": None if tf.std is None else tf.std.reshape(-1).tolist(), "input_shape": list(task.input_shape)}
+    return {"kind": "unknown", "input_shape": list(task.input_shape)}
+
+
+def raw_batch(items, prep: dict) -> torch.Tensor:
+    """Model inputs for raw ``items``: image file paths, PIL images or ``uint8`` arrays
+    (``(H, W)``, ``(H, W, C)`` or ``(C, H, W)`` with ``C`` in 1, 3, 4; any size), or float
+    arrays in ``[0, 1]``; for a vector task, rows of ``D`` raw values. They are converted to the
+    task's channels, resized by its rule and normalised with its statistics, as its training data
+    was (:func:`preprocessing_of`).
+
+    Raises:
+        InputError: the task cannot take raw inputs, a file is not an image, an image has an
+            unsupported channel count, or float values lie outside ``[0, 1]`` (already
+            normalised? then call the model directly) — one line naming the item.
+    """
+    from pathlib import Path
+
+    from unforget.data.custom import VectorTransform, convert_channels, resize_images
+    from unforget.data.transforms import ImageTransform
+    from unforget.errors import DataError
+
+    kind = prep.get("kind")
+    if kind == "vector":
+        x = torch.as_tensor(np.asarray(items, dtype=np.float32))
+        if x.dim() == 1:
+            x = x[None]
+        want = prep["input_shape"][0]
+        if x.dim() != 2 or x.shape[1] != want:
+            raise InputError(f"this task takes rows of {want} values, got shape {tuple(x.shape)}")
+        return VectorTransform(prep["mean"], prep["std"])(x)
+    if kind != "image":
+        raise InputError("this task records no preprocessing for raw inputs (learned by an older unforget); "
+                         "pass model inputs to model(x, task)")
+    c, (h, w) = prep["channels"], prep["size"]
+    out = []
+    for i, item in enumerate(items if isinstance(items, (list, tuple)) else [items]):
+        label = str(item) if isinstance(item, (str, Path)) else f"input {i}"
+        if isinstance(item, (str, Path)):
+            from unforget.data.custom import _load_image
+
+            try:
+                out.append(torch.from_numpy(_load_image(Path(item), (h, w), c, prep["resize"]).copy()))
+            except DataError as e:
+                raise InputError(f"{item} is not an image this task can read ({e})") from None
+            continue
+        a = np.asarray(item)
+        if a.dtype.kind == "f":
+            if a.size and (np.nanmin(a) < 0 or np.nanmax(a) > 1 or np.isnan(a).any()):
+                raise InputError(f"{label}: float image values must lie in [0, 1] (raw pixels); values "
+                                 f"{float(np.nanmin(a)):.3g}..{float(np.nanmax(a)):.3g} look normalised already: "
+                                 "call model(x, task) with model inputs instead")
+            a = np.round(a * 255.0).astype(np.uint8)
+        elif a.dtype != np.uint8:
+            raise InputError(f"{label}: give uint8 pixels (0..255) or floats in [0, 1], got dtype {a.dtype}")
+        if a.ndim == 2:
+            a = a[None]
+        elif a.ndim == 3 and a.shape[-1] in (1, 3, 4) and a.shape[0] not in (1, 3, 4):
+            a = a.transpose(2, 0, 1)
+        if a.ndim != 3 or a.shape[0] not in (1, 3, 4):
+            raise InputError(f"{label}: an image must be (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4; "
+                             f"got shape {a.shape}")
+        x = convert_channels(torch.from_numpy(np.ascontiguousarray(a))[None], c)
+        if tuple(x.shape[2:]) != (h, w):
+            x = resize_images(x, (h, w), prep["resize"])
+        out.append(x[0])
+    x = torch.stack(out)
+    perm = prep.get("permutation")
+    tf = ImageTransform(prep["mean"], prep["std"], permutation=None if perm is None else torch.tensor(perm),
+                        flatten=prep.get("flatten", False))
+    return tf(x)

@@ -1,0 +1,74 @@
+"""Predict on raw inputs (issue 11): the checkpoint records each task's preprocessing, so raw
+uint8 images / image files of any size are classified as the task's own test inputs are."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import unforget
+from unforget.cli import main
+from unforget.config import RunConfig
+from unforget.errors import InputError
+from unforget.runner import load_benchmark, run
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits")
+    cfg = RunConfig.model_validate({"method": "packnet", "benchmark": {"name": "digits", "n_tasks": 2},
+                                    "model": {"name": "mlp", "width": 0.1}, "train": {"epochs": 2, "batch_size": 32}})
+    run(cfg, out_dir=out, progress=False)
+    return out, load_benchmark(cfg)
+
+
+def test_raw_uint8_images_match_model_inputs(digits_run):
+    out, bench = digits_run
+    learner = unforget.load(out)
+    task = bench.tasks[1]
+    raw = task.test.x[:20]  # uint8 (N, 1, 8, 8), as stored
+    want = learner.method.logits(task.transform(raw), 2).softmax(1).max(1)
+    classes, probs = learner.predict_raw([r.numpy() for r in raw], 2)
+    assert torch.equal(classes, want.indices) and torch.allclose(probs, want.values, rtol=0, atol=1e-6)
+    hwc = [r.numpy().transpose(1, 2, 0) for r in raw]  # channels-last is read as well
+    assert torch.equal(learner.predict_raw(hwc, 2)[0], want.indices)
+
+
+def test_predict_command_on_image_files(digits_run, tmp_path, capsys):
+    from PIL import Image
+
+    out, bench = digits_run
+    task = bench.tasks[0]
+    files = []
+    for i in range(4):  # bigger RGB files: converted to grey and resized to 8x8 by the task's rule
+        a = task.test.x[i, 0].numpy()
+        Image.fromarray(a).resize((32, 32), Image.NEAREST).convert("RGB").save(tmp_path / f"{i}.png")
+        files.append(str(tmp_path / f"{i}.png"))
+    assert main(["predict", str(out), "--task", "1", "--json", *files]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [d["input"] for d in lines] == files
+    assert all(d["class"] in task.classes and 0.0 < d["probability"] <= 1.0 for d in lines)
+    acc = np.mean([task.classes.index(d["class"]) == int(task.test.y[i]) for i, d in enumerate(lines)])
+    assert acc >= 0.5
+
+
+@pytest.mark.parametrize("item, words", [
+    (np.full((8, 8), 3.5, dtype=np.float32), "normalised already"),
+    (np.zeros((8, 8, 2), dtype=np.uint8), "C in 1, 3, 4"),
+    (np.zeros((8, 8), dtype=np.int64), "uint8"),
+])
+def test_inputs_the_task_was_not_trained_on_are_refused(digits_run, item, words):
+    out, _ = digits_run
+    with pytest.raises(InputError, match=words):
+        unforget.load(out).predict_raw([item], 1)
+
+
+def test_predict_refuses_a_file_that_is_not_an_image(digits_run, tmp_path, capsys):
+    out, _ = digits_run
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    assert main(["predict", str(out), "--task", "1", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "notes.png" in err and len(err.strip().splitlines()) == 1
