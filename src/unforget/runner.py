@@ -66,6 +66,10 @@ def _run(config: RunConfig, data_root: Optional[str], out: Optional[Path], resum
         learner = Learner.open(out, config.device, progress=progress, config=config, plan=bench, observers=observers)
     else:
         learner = Learner.create(config, bench, progress=progress, observers=observers)
+    if resume and learner.n_learned >= len(bench.tasks):
+        say = print if progress else (lambda *_: None)
+        say(f"nothing to learn: the {learner.n_learned} tasks in {out} include all {len(bench.tasks)} of "
+            f"{bench.name}; to add a new task: unforget learn {out} --data FOLDER_OR_NPZ")
     for task in bench.tasks[learner.n_learned:]:
         learner.learn(task, test_on=bench.tasks[: task.id - 1])
     results = learner.results(out / CHECKPOINT if out is not None else None)
