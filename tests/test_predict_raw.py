@@ -72,3 +72,32 @@ def test_predict_refuses_a_file_that_is_not_an_image(digits_run, tmp_path, capsy
     assert main(["predict", str(out), "--task", "1", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "notes.png" in err and len(err.strip().splitlines()) == 1
+
+
+def test_learn_a_task_of_bigger_rgb_images_into_a_grey_8x8_model(digits_run, tmp_path):
+    """A new task's images may differ in size and channels from the run's: learn brings them to
+    the model's input shape (grey 8x8 here) and records that for serving raw files."""
+    import shutil
+
+    from PIL import Image
+
+    from unforget.lifelong import learn_task
+
+    out, bench = digits_run
+    run_copy = tmp_path / "run"
+    shutil.copytree(out, run_copy)
+    src = bench.tasks[0]
+    folder = tmp_path / "big-rgb"
+    for split, x, y in (("train", src.train.x, src.train.y), ("test", src.test.x, src.test.y)):
+        for i in range(min(60, len(y))):
+            d = folder / split / f"digit{int(y[i])}"
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(x[i, 0].numpy()).resize((24, 20), Image.BILINEAR).convert("RGB").save(d / f"{i}.png")
+    res = learn_task(run_copy, folder, progress=False, say=lambda *_: None)
+    learner = unforget.load(run_copy)
+    assert learner.task_ids == [1, 2, 3] and res["accuracy_matrix"][-1][:2] == res["accuracy_matrix"][-2]
+    prep = learner.tasks[2]["preprocessing"]
+    assert prep["channels"] == 1 and prep["size"] == [8, 8]
+    files = sorted((folder / "test").rglob("*.png"))[:3]
+    classes, _ = learner.predict_raw([str(f) for f in files], 3)
+    assert classes.shape == (3,)
