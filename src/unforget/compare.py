@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from unforget.atomic import remove_stale_temps, write_atomic
-from unforget.config import RunConfig, method_options, resolve, same_run
+from unforget.config import RunConfig, resolve, same_run
 from unforget.methods import get_method
+from unforget.methods.base import method_options
 from unforget.errors import ConfigError, RunFolderError
 from unforget.evaluation.compare import comparison_report, load_results
 from unforget.runner import load_benchmark, run, write_results

@@ -288,20 +288,3 @@ def resolve(benchmark: Optional[str] = None, method: Optional[str] = None, *, pr
     if method:
         data["method"] = method
     return validate(data, "configuration")
-
-
-def method_options(cfg: RunConfig, model_cls: type[BaseModel], name: str) -> BaseModel:
-    """Validate the ``methods.<name>`` section of ``cfg`` against the method's option model."""
-    unknown = set(cfg.methods) - set(_known_method_sections())
-    if unknown:
-        raise ConfigError(f"configuration: 'methods' has unknown method section(s): {', '.join(sorted(unknown))}")
-    try:
-        return model_cls.model_validate(cfg.methods.get(name, {}))
-    except ValidationError as e:
-        raise ConfigError(_fmt(e, f"configuration: methods.{name}")) from None
-
-
-def _known_method_sections() -> list[str]:
-    from unforget.methods import list_methods
-
-    return list(list_methods())

@@ -4,12 +4,12 @@ from __future__ import annotations
 from typing import ClassVar, Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
-from unforget.config import RunConfig, method_options
+from unforget.config import RunConfig, _fmt
 from unforget.data.task import Benchmark, SequencePlan, Task
-from unforget.errors import RegistryError
+from unforget.errors import ConfigError, RegistryError
 from unforget.models import MultiHeadNet, build_model
 from unforget.training import Trainer
 
@@ -39,6 +39,21 @@ def get_method(name: str) -> type["Method"]:
     if name not in _METHODS:
         raise RegistryError(f"unknown method '{name}'; known methods: {', '.join(sorted(_METHODS))}")
     return _METHODS[name]
+
+
+def method_options(cfg: RunConfig, model_cls: type[BaseModel], name: str) -> BaseModel:
+    """Validate the ``methods.<name>`` section of ``cfg`` against the method's option model.
+
+    Raises:
+        ConfigError: a section for a method that is not registered, or invalid options (one line).
+    """
+    unknown = set(cfg.methods) - set(list_methods())
+    if unknown:
+        raise ConfigError(f"configuration: 'methods' has unknown method section(s): {', '.join(sorted(unknown))}")
+    try:
+        return model_cls.model_validate(cfg.methods.get(name, {}))
+    except ValidationError as e:
+        raise ConfigError(_fmt(e, f"configuration: methods.{name}")) from None
 
 
 def default_model_name(plan: SequencePlan | Benchmark) -> str:
