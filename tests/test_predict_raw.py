@@ -101,3 +101,18 @@ def test_learn_a_task_of_bigger_rgb_images_into_a_grey_8x8_model(digits_run, tmp
     files = sorted((folder / "test").rglob("*.png"))[:3]
     classes, _ = learner.predict_raw([str(f) for f in files], 3)
     assert classes.shape == (3,)
+
+
+def test_predict_command_on_an_npz_of_raw_images(digits_run, tmp_path, capsys):
+    out, bench = digits_run
+    task = bench.tasks[1]
+    np.savez(tmp_path / "batch.npz", x=task.test.x[:5, 0].numpy())  # (N, 8, 8) uint8
+    np.savez(tmp_path / "nox.npz", y=np.zeros(3))
+    assert main(["predict", str(out), "--task", "2", "--json", str(tmp_path / "batch.npz")]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    learner = unforget.load(out)
+    want = learner.method.logits(task.transform(task.test.x[:5]), 2).argmax(1).tolist()
+    assert [d["index"] for d in lines] == want and lines[0]["input"].endswith("batch.npz[0]")
+    assert main(["predict", str(out), "--task", "2", str(tmp_path / "nox.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "has no array x (it holds y)" in err and "cannot read" not in err

@@ -120,8 +120,7 @@ def _parser() -> argparse.ArgumentParser:
                         "[0, 1]) or vectors. Prints one line per input: file, class name, probability.",
                         epilog="examples:\n  unforget predict runs/digits --task 2 photo1.png photo2.jpg\n"
                         "  unforget predict runs/digits --task 2 batch.npz --json")
-    pr.add_argument("model_dir", help="folder of a run (holds checkpoint.safetensors)")
-    pr.add_argument("--task", "-t", type=int, required=True, help="task id (1-based)")
+    _served_task(pr)
     pr.add_argument("files", nargs="+", help="image files, or .npz files with an array x")
     pr.add_argument("--json", action="store_true", help="one JSON object per line (file, index, class, probability)")
     ex = sub.add_parser("export", help="write one learned task as a plain network (PyTorch, TorchScript, ONNX)",
@@ -131,12 +130,17 @@ def _parser() -> argparse.ArgumentParser:
                         "without unforget. Its class names, input shape and normalisation go into the file's "
                         "metadata. Logits equal the served ones (PyTorch, TorchScript) or agree within 1e-5 (ONNX).",
                         epilog="example:\n  unforget export runs/digits --task 2 --format onnx --out task2.onnx")
-    ex.add_argument("model_dir", help="folder of a run (holds checkpoint.safetensors)")
-    ex.add_argument("--task", "-t", type=int, required=True, help="task id (1-based)")
+    _served_task(ex)
     ex.add_argument("--format", "-f", default="torchscript", choices=["pytorch", "torchscript", "onnx"],
                     help="file format (default: torchscript)")
     ex.add_argument("--out", "-o", required=True, help="output file")
     return p
+
+
+def _served_task(p: argparse.ArgumentParser) -> None:
+    """The arguments naming one learned task of a trained model (`predict`, `export`)."""
+    p.add_argument("model_dir", help="folder of a run (holds checkpoint.safetensors)")
+    p.add_argument("--task", "-t", type=int, required=True, help="task id (1-based)")
 
 
 def _overrides(a: argparse.Namespace) -> dict:
@@ -224,7 +228,6 @@ def _interrupted(a: Optional[argparse.Namespace]) -> str:
 def _learn(a: argparse.Namespace) -> None:
     from unforget.lifelong import learn_task
 
-    a.out_dir = a.model_dir
     results = learn_task(a.model_dir, a.data, name=a.name, data_root=a.data_root, device=a.device,
                          progress=not a.quiet)
     row = results["accuracy_matrix"][-1]
@@ -247,11 +250,12 @@ def _predict(a: argparse.Namespace) -> None:
         if f.lower().endswith(".npz"):
             try:
                 with np.load(f, allow_pickle=False) as z:
-                    if "x" not in z:
-                        raise InputError(f"{f} has no array x (it holds {', '.join(z.files)})")
-                    items = list(z["x"])
+                    arrays = {k: z[k] for k in z.files}
             except (OSError, ValueError) as e:
                 raise InputError(f"cannot read {f}: {e}") from None
+            if "x" not in arrays:
+                raise InputError(f"{f} has no array x (it holds {', '.join(arrays)})")
+            items = list(arrays["x"])
             labels = [f"{f}[{i}]" for i in range(len(items))]
         else:
             items, labels = [f], [f]
