@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 
 import torch
@@ -22,7 +21,7 @@ from safetensors.torch import save_file
 
 from unforget.atomic import temp_path
 from unforget.errors import CheckpointError
-from unforget.storage import EncodingError, decode, encode
+from unforget.storage import PICK_NAME, EncodingError, decode, encode
 
 CHECKPOINT = "checkpoint.safetensors"
 META_KEY, DIGEST_KEY = "unforget", "unforget_sha256"
@@ -34,7 +33,6 @@ goals' fine-tuning reference models (``fine-avg`` / ``fine-max``), which the rep
 rightly leaves out (:func:`checkpoint_parts`)."""
 RUN_KEYS = ("config", "method", "accuracy_matrix", "records", "wall_time_s", "input_shape")
 """Metadata keys every run checkpoint (written by :func:`unforget.runner.run`) carries."""
-_PICK = re.compile(r"^(.*)\.pick_(\d+)$")
 
 
 def digest(meta_json: str, tensors: dict[str, torch.Tensor], storage_json: str | None = None) -> str:
@@ -105,11 +103,16 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     return {k: v.to(device) for k, v in tensors.items()}, meta
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """The checkpoint of ``path``: a run folder's ``checkpoint.safetensors``, or ``path`` itself."""
+    path = Path(path)
+    return path / CHECKPOINT if path.is_dir() else path
+
+
 def checkpoint_size(path: str | Path) -> int:
     """Bytes of the checkpoint file at ``path`` (a run folder or the file): the number
     ``results.json`` reports as ``checkpoint_bytes`` beside ``model_size_bytes``."""
-    path = Path(path)
-    return (path / CHECKPOINT if path.is_dir() else path).stat().st_size
+    return checkpoint_file(path).stat().st_size
 
 
 def checkpoint_parts(path: str | Path) -> dict[str, int]:
@@ -122,8 +125,7 @@ def checkpoint_parts(path: str | Path) -> dict[str, int]:
     Raises:
         CheckpointError: missing file or unreadable header.
     """
-    path = Path(path)
-    path = path / CHECKPOINT if path.is_dir() else path
+    path = checkpoint_file(path)
     try:
         with open(path, "rb") as f:
             n = int.from_bytes(f.read(8), "little")
@@ -162,7 +164,7 @@ def check_run_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], met
             if t.numel() and (int(t.min()) < 0 or int(t.max()) > k):
                 raise CheckpointError(f"checkpoint {path}: {name} holds owners {int(t.min())}..{int(t.max())}, "
                                       f"outside 0..{k} (learned tasks)")
-        m = _PICK.match(name)
+        m = PICK_NAME.match(name)
         if m:
             _check_pick(path, name, t, tensors.get(m.group(1) + ".owner"), int(m.group(2)), k)
     return k

@@ -31,6 +31,11 @@ class InputError(UnforgetError, ValueError):
     that is not an integer (a ``ValueError`` too)."""
 
 
+class TaskIdError(InputError, TypeError):
+    """A task id that is not an integer (a ``TypeError`` too, as for any argument of the wrong
+    type)."""
+
+
 class UnknownTaskError(InputError, KeyError):
     """A task id the model has not learned (a ``KeyError`` too, as a mapping lookup would be)."""
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from unforget.errors import UnforgetError
+from unforget.layers.convert import set_module
 from unforget.layers.task_aware import TaskAwareWeighted, TaskBatchNorm, TaskConv2d, TaskLinear
 from unforget.models.base import MultiHeadNet
 
@@ -77,16 +78,10 @@ def plain_network(net: nn.Module, task: int) -> PlainTaskNet:
         for name, mod in list(features.named_modules()):
             src = originals[name]
             if isinstance(src, TaskAwareWeighted):
-                _replace(features, name, _plain_weighted(src, task))
+                set_module(features, name, _plain_weighted(src, task))
             elif isinstance(src, TaskBatchNorm):
-                _replace(features, name, copy.deepcopy(src.norms[str(task)]))
+                set_module(features, name, copy.deepcopy(src.norms[str(task)]))
     return PlainTaskNet(features, copy.deepcopy(net.heads[str(task)])).eval()
-
-
-def _replace(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, leaf = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, leaf, module)
 
 
 def save_plain(model: PlainTaskNet, path: str | Path, fmt: str, example: torch.Tensor,

@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 
 from unforget import __version__
 from unforget.atomic import write_atomic
-from unforget.checkpoint import CHECKPOINT, check_run_checkpoint, checkpoint_size, load_checkpoint, save_checkpoint
+from unforget.checkpoint import (CHECKPOINT, check_run_checkpoint, checkpoint_file, checkpoint_size, load_checkpoint,
+                                 save_checkpoint)
 from unforget.config import RunConfig, run_identity
 from unforget.data.task import Benchmark, SequencePlan, Task
 from unforget.errors import CheckpointError, ConfigError, UnforgetError
@@ -137,8 +138,7 @@ class Learner:
         from unforget.config import same_run
 
         check_device(device)
-        path = Path(path)
-        path = path / CHECKPOINT if path.is_dir() else path
+        path = checkpoint_file(path)
         tensors, meta = load_checkpoint(path, device)
         check_run_checkpoint(path, tensors, meta)
         if config is None:
@@ -281,11 +281,12 @@ class Learner:
         :meth:`__call__` for the checked path).
 
         Raises:
-            KeyError: ``task`` was not learned.
+            InputError: ``task`` is not an integer; UnknownTaskError (a ``KeyError``): ``task``
+                was not learned.
         """
-        if task not in self.method.learned:
-            raise KeyError(f"task {task} was not learned; learned tasks: {list(self.method.learned)}")
-        return self.method.logits(x, task)
+        from unforget.serving import task_id
+
+        return self.method.logits(x, task_id(task, self.method.learned))
 
     def export(self, task: int) -> "torch.nn.Module":
         """Task ``task`` as a plain network of ``nn.Conv2d`` / ``nn.Linear`` / ``nn.BatchNorm``
@@ -353,14 +354,15 @@ class Learner:
                           **{k: v for k, v in rec.items() if k not in first},
                           **{k: v for k, v in info.items() if k not in ("name", "classes", "preprocessing")}})
         R = self.R
-        complete = bool(R) and all(v is not None for v in R[-1])
+        complete = bool(R) and all(v is not None for v in R[-1])  # the last row: average accuracy
+        full = bool(R) and all(v is not None for row in R for v in row)  # every row: BWT, forgetting
         size = self.method.size()
         return {
             "benchmark": self.plan.name, "method": self.config.method, "config": run_identity(self.config),
             "benchmark_info": self.plan.info, "tasks": tasks, "accuracy_matrix": R,
             "average_accuracy": average_accuracy(R) if complete else None,
-            "bwt": bwt(R) if complete and _full(R) else None,
-            "forgetting": forgetting(R) if complete and _full(R) else None,
+            "bwt": bwt(R) if full else None,
+            "forgetting": forgetting(R) if full else None,
             "model_size_bytes": size.get("model_size_bytes"),
             "checkpoint_bytes": checkpoint_size(checkpoint) if checkpoint is not None and Path(checkpoint).is_file()
             else None,
@@ -369,10 +371,6 @@ class Learner:
             "wall_time_s": self.wall_time_s, "device": self.config.device, "unforget_version": __version__,
             "exact_method": self.method.exact, "input_shape": list(self.plan.input_shape),
         }
-
-
-def _full(R: list) -> bool:
-    return all(v is not None for row in R for v in row)
 
 
 # ---------------------------------------------------------------------- built-in observers

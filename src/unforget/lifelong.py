@@ -17,7 +17,7 @@ from typing import Optional
 from unforget.checkpoint import CHECKPOINT
 from unforget.data.task import Task
 from unforget.errors import DataError, RunFolderError, UnforgetError
-from unforget.learner import Learner, ProgressLine, RunFolderWriter, write_results
+from unforget.learner import Learner, ProgressLine, RunFolderWriter
 from unforget.runfolder import run_folder
 
 
@@ -115,6 +115,4 @@ def learn_task(model_dir: str | Path, data: str | Path, *, name: Optional[str] =
         missing = [i for i in range(1, n + 1) if i not in {t.id for t in earlier}]
         say(f"earlier tasks re-evaluated: {len(earlier)} of {n}" +
             (f"; not re-evaluated (test data not reachable, recorded as null): {missing}" if missing else ""))
-        results = learner.results(out / CHECKPOINT)
-        write_results(out, results)
-        return results
+        return learner.results(out / CHECKPOINT)  # as RunFolderWriter wrote it after the task

@@ -61,7 +61,7 @@ def _run(config: RunConfig, data_root: Optional[str], out: Optional[Path], resum
     bench = benchmark or load_benchmark(config, data_root, download)
     observers = ([ProgressLine()] if progress else []) + ([RunFolderWriter(out)] if out is not None else [])
     if resume:
-        if not (out / "checkpoint.safetensors").is_file():
+        if not (out / CHECKPOINT).is_file():
             raise UnforgetError(f"--resume: no checkpoint in {out}; run without --resume first")
         learner = Learner.open(out, config.device, progress=progress, config=config, plan=bench, observers=observers)
     else:

@@ -6,7 +6,6 @@ the network takes, or refuse it with one line.
 """
 from __future__ import annotations
 
-import reprlib
 from typing import Sequence, Union
 
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 from torch import nn
 
 from unforget.errors import InputError, UnknownTaskError
+from unforget.models.base import parse_task_id
 
 
 def as_batch(x, input_shape: Sequence[int]) -> torch.Tensor:
@@ -47,25 +47,14 @@ def as_batch(x, input_shape: Sequence[int]) -> torch.Tensor:
 
 
 def task_id(task, learned: Sequence[int]) -> int:
-    """``task`` as an ``int`` that is one of ``learned``: an ``int``, a NumPy integer or a 0-d
-    integer tensor; ``bool`` is refused although Python counts it as an ``int``.
+    """``task`` as an ``int`` that is one of ``learned`` (:func:`~unforget.models.base.parse_task_id`
+    reads it).
 
     Raises:
-        InputError: not an integer task id; UnknownTaskError (also a ``KeyError``): a task
-            that was not learned.
+        InputError (TaskIdError): not an integer task id; UnknownTaskError (also a ``KeyError``):
+            a task that was not learned.
     """
-    if isinstance(task, (bool, np.bool_)):
-        raise InputError(f"task must be an integer task id such as 1, got the bool {task}")
-    if isinstance(task, torch.Tensor):
-        if task.dim() != 0 or task.dtype == torch.bool or task.is_floating_point() or task.is_complex():
-            raise InputError(f"task must be an integer task id (an int or a 0-d integer tensor), got a tensor of "
-                             f"shape {tuple(task.shape)} and dtype {task.dtype}")
-        task = int(task.item())
-    elif isinstance(task, (int, np.integer)):
-        task = int(task)
-    else:
-        raise InputError(f"task must be an integer task id such as 1, got {type(task).__name__} "
-                         f"{reprlib.repr(task)}")
+    task = parse_task_id(task)
     if task not in learned:
         raise UnknownTaskError(f"task {task} was not learned; learned tasks: {list(learned)}")
     return task

@@ -43,7 +43,8 @@ SEP = "#"
 """Separates an encoded tensor's name from the name of one of its stored parts."""
 MIN_SAVING = 64
 """Bytes an encoding must save over the plain tensor to be used (its description costs some)."""
-_PICK = re.compile(r"^(.*)\.pick_(\d+)$")
+PICK_NAME = re.compile(r"^(.*)\.pick_(\d+)$")
+"""Name of a frozen pick mask: ``<layer>.pick_<t>``."""
 _DTYPES = {str(d).removeprefix("torch."): d for d in (
     torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8, torch.int8, torch.int16,
     torch.int32, torch.int64, torch.bool)}
@@ -131,7 +132,7 @@ def _enc_uint(t: torch.Tensor):
 
 
 def _enc_pick(name: str, t: torch.Tensor, tensors):
-    m = _PICK.match(name)
+    m = PICK_NAME.match(name)
     owner = _owner_of(name, tensors, t.shape) if m else None
     if owner is None:
         return None

@@ -11,7 +11,8 @@ from unforget.layers.task_aware import TaskAwareWeighted, TaskBatchNorm, TaskCon
 from unforget.models.base import MultiHeadNet
 
 
-def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
+def set_module(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` at the dotted ``name`` inside ``root`` (replacing what is there)."""
     parent_name, _, leaf = name.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
     setattr(parent, leaf, module)
@@ -55,7 +56,7 @@ def to_task_aware(model: MultiHeadNet) -> MultiHeadNet:
             new = TaskBatchNorm(mod, groups[out_g], ctx)
         else:
             raise ValueError(f"cannot convert '{name}' of type {type(mod).__name__}")
-        _set_module(model, name, new)
+        set_module(model, name, new)
     model.groups = groups
     model.task_context = ctx
     return model

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import math
+import reprlib
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 from torch import nn
+
+from unforget.errors import TaskIdError
 
 
 def scaled(channels: int, width: float) -> int:
@@ -113,11 +117,12 @@ class MultiHeadNet(nn.Module):
         network with different tasks do not interfere.
 
         Raises:
-            KeyError: a task without a head; TypeError: a task id that is not an integer.
+            KeyError: a task without a head; TaskIdError (a ``TypeError``): a task id that is not
+                an integer.
         """
         if isinstance(task, torch.Tensor) and task.dim() == 1:
             return self._forward_mixed(x, task)
-        t = _task_id(task)
+        t = parse_task_id(task)
         if str(t) not in self.heads:
             raise KeyError(f"no head for task {t}; learned tasks: {sorted(int(k) for k in self.heads)}")
         if self.task_context is None:
@@ -142,18 +147,20 @@ class MultiHeadNet(nn.Module):
         return out
 
 
-def _task_id(task) -> int:
-    """A 1-based task id from an ``int`` or a 0-d integer tensor (``bool`` is refused)."""
+def parse_task_id(task) -> int:
+    """``task`` as an ``int``: an ``int``, a NumPy integer or a 0-d integer tensor; ``bool`` is
+    refused although Python counts it as an ``int``.
+
+    Raises:
+        TaskIdError (an ``InputError`` and a ``TypeError``): anything else (one line).
+    """
+    if isinstance(task, (bool, np.bool_)):
+        raise TaskIdError(f"task must be an integer task id such as 1, got the bool {task}")
     if isinstance(task, torch.Tensor):
-        if task.numel() != 1 or task.dtype.is_floating_point or task.dtype.is_complex or task.dtype == torch.bool:
-            raise TypeError(f"a task id must be an integer, got a {task.dtype} tensor of shape {tuple(task.shape)}")
+        if task.dim() != 0 or task.dtype == torch.bool or task.is_floating_point() or task.is_complex():
+            raise TaskIdError(f"task must be an integer task id (an int or a 0-d integer tensor), got a tensor of "
+                              f"shape {tuple(task.shape)} and dtype {task.dtype}")
+        return int(task.item())
+    if isinstance(task, (int, np.integer)):
         return int(task)
-    if isinstance(task, bool) or not isinstance(task, int):
-        try:
-            import numpy as np
-            if isinstance(task, np.integer):
-                return int(task)
-        except ImportError:  # pragma: no cover
-            pass
-        raise TypeError(f"a task id must be an integer, got {type(task).__name__}")
-    return task
+    raise TaskIdError(f"task must be an integer task id such as 1, got {type(task).__name__} {reprlib.repr(task)}")
