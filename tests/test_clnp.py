@@ -398,3 +398,29 @@ def test_grid_on_the_first_task_is_kept_for_later_tasks(tmp_path):
     again = build_method(_config(options={**options, "grid_tasks": "all"}, epochs=4), bench, progress=False)
     again.learn(bench.tasks[0])
     assert len(again.learn(bench.tasks[1])["grid"]) == 6
+
+
+def test_l1_as_a_gradient_equals_autograd_of_the_penalty():
+    """``L1Penalty`` adds ``c * sign(W) * mask`` to the gradient after the backward pass; it must
+    give bit for bit what autograd of ``c * sum |W * mask|`` accumulates, zeros (sign 0), masked
+    entries and whole tensors (the head, ``mask=None``) included."""
+    from unforget.methods.clnp import L1Penalty
+
+    gen = torch.Generator().manual_seed(3)
+    w1 = torch.randn(40, 30, generator=gen)
+    w1[::3, ::2] = 0.0
+    w2 = torch.randn(10, 40, generator=gen)
+    mask = (torch.rand(40, 30, generator=gen) > 0.4).float()
+    upstream = [torch.randn(40, 30, generator=gen), torch.randn(10, 40, generator=gen)]
+    terms = lambda a, b: [(a, 3e-3, mask), (b, 7e-5, None), (b, 0.0, None)]
+
+    a1, a2 = w1.clone().requires_grad_(), w2.clone().requires_grad_()
+    ((a1 * upstream[0]).sum() + (a2 * upstream[1]).sum() + L1Penalty(terms(a1, a2)).value()).backward()
+    h1, h2 = w1.clone().requires_grad_(), w2.clone().requires_grad_()
+    ((h1 * upstream[0]).sum() + (h2 * upstream[1]).sum()).backward()
+    L1Penalty(terms(h1, h2)).after_backward(None)
+    assert torch.equal(h1.grad, a1.grad) and torch.equal(h2.grad, a2.grad)
+    assert not torch.equal(h1.grad, upstream[0])  # the penalty did something
+    fresh = w2.clone().requires_grad_()  # no gradient yet: the hook creates it
+    L1Penalty([(fresh, 0.5, None)]).after_backward(None)
+    assert torch.equal(fresh.grad, 0.5 * torch.sign(w2))
