@@ -64,7 +64,7 @@ def test_paper_presets_train_as_the_clnp_paper():
     (Sec. 3.1); CIFAR-10/100 on the Table 2 net with Adam 0.001 and L1 5e-5 (Sec. 3.2)."""
     pm = resolve("permuted-mnist", "clnp", preset_name="paper")
     assert (pm.train.optimizer, pm.train.lr, pm.train.batch_size) == ("adam", 0.002, 256)
-    assert pm.methods["clnp"] == {"head": "single", "l1": [1e-7, 1e-5, 1e-6], "margin": 0.0005}
+    assert pm.methods["clnp"] == {"head": "single", "l1": [1e-7, 1e-5, 1e-6], "margin": 0.0005, "threshold_steps": 100}
     assert (pm.model.name, pm.model.width, pm.benchmark.max_train_per_class) == ("mlp", 1.0, None)
     cifar = resolve("cifar10-cifar100", "clnp", preset_name="paper")
     assert (cifar.train.optimizer, cifar.train.lr, cifar.model.name, cifar.benchmark.n_tasks) == \
