@@ -4,7 +4,7 @@ process (issue 9: "profile the run and say where its time goes if it takes more 
 The network is the permuted-MNIST paper preset's (784 -> 2000 -> 2000 -> 10, Adam, batch 256) in
 the state CLNP trains task 2 in: task 1 keeps a share of each hidden layer's units (``--kept``),
 task 2 claims the rest. One step is split into the parts CLNP adds to a plain step, each timed on
-its own (median over ``--repeats`` after warm-up):
+its own (``timing.median_seconds`` over ``--repeats`` calls):
 
 * ``fwd+bwd``: masked forward (``owned_weight``), cross-entropy, backward (no L1);
 * ``l1``: the L1 regulator as ``L1Penalty`` applies it (its gradient added after the backward
@@ -20,8 +20,6 @@ The plain baseline is ``torch.nn.Sequential`` of the same shapes with Adam. Inpu
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -32,16 +30,7 @@ from unforget.layers import begin_task, end_task
 from unforget.learner import build_method
 from unforget.methods.units import unit_owner
 
-
-def median_time(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from timing import median_seconds
 
 
 def clnp_at_task_2(kept: float):
@@ -116,15 +105,15 @@ def main() -> None:
         for o in opts:
             o.step()
 
-    rows = [("plain fwd+bwd", median_time(plain_fb, a.repeats)),
-            ("plain optimizer", median_time(popt.step, a.repeats)),
-            ("plain step", median_time(plain_step, a.repeats)),
-            ("clnp fwd+bwd", median_time(clnp_fb, a.repeats)),
-            ("clnp l1", median_time(clnp_l1, a.repeats)),
-            ("clnp l1 autograd", median_time(clnp_l1_autograd, a.repeats)),
-            ("clnp grad mask", median_time(clnp_mask, a.repeats)),
-            ("clnp optimizer", median_time(clnp_opt, a.repeats)),
-            ("clnp step", median_time(clnp_step, a.repeats))]
+    rows = [("plain fwd+bwd", median_seconds(plain_fb, a.repeats)),
+            ("plain optimizer", median_seconds(popt.step, a.repeats)),
+            ("plain step", median_seconds(plain_step, a.repeats)),
+            ("clnp fwd+bwd", median_seconds(clnp_fb, a.repeats)),
+            ("clnp l1", median_seconds(clnp_l1, a.repeats)),
+            ("clnp l1 autograd", median_seconds(clnp_l1_autograd, a.repeats)),
+            ("clnp grad mask", median_seconds(clnp_mask, a.repeats)),
+            ("clnp optimizer", median_seconds(clnp_opt, a.repeats)),
+            ("clnp step", median_seconds(clnp_step, a.repeats))]
     base = dict(rows)["plain step"]
     print(f"batch {a.batch}, torch threads {torch.get_num_threads()}, task 1 keeps {a.kept:.0%} of the units")
     print(f"{'part':<20}{'ms':>9}{'x plain step':>14}")

@@ -12,7 +12,6 @@ same. Task 2 is served. ``--no-cache`` serves with the per-call masking of earli
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
@@ -20,6 +19,8 @@ from unforget.export import plain_network
 from unforget.layers import begin_task, end_task, to_task_aware, weighted_layers
 from unforget.methods.compacting import own_counts, prune_own
 from unforget.models import build_model
+
+from timing import median_seconds
 
 
 def cpg_like(width: float) -> torch.nn.Module:
@@ -37,17 +38,9 @@ def cpg_like(width: float) -> torch.nn.Module:
 
 
 def timed(fn, x: torch.Tensor, repeats: int) -> float:
-    """Median seconds per call of ``fn(x)`` over ``repeats`` calls, after 3 warm-up calls."""
+    """Median seconds per call of ``fn(x)`` without autograd (:func:`timing.median_seconds`)."""
     with torch.no_grad():
-        for _ in range(3):
-            fn(x)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn(x)
-            times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
+        return median_seconds(lambda: fn(x), repeats)
 
 
 def main() -> None:
