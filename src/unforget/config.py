@@ -249,7 +249,9 @@ def preset(benchmark: str, name: str = "cpu") -> dict:
     return parse_yaml(f.read_text(), f"preset {benchmark}.{name}") or {}
 
 
-def _fmt(e: ValidationError, source: str) -> str:
+def validation_message(e: ValidationError, source: str) -> str:
+    """The first error of a pydantic validation as one line naming ``source`` and the key, e.g.
+    ``"config.yaml: 'train.lr': Input should be greater than 0"``."""
     err = e.errors()[0]
     loc = ".".join(str(x) for x in err["loc"])
     if err["type"] == "extra_forbidden":
@@ -263,7 +265,7 @@ def validate(data: dict, source: str = "config") -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_fmt(e, source)) from None
+        raise ConfigError(validation_message(e, source)) from None
 
 
 def resolve(benchmark: Optional[str] = None, method: Optional[str] = None, *, preset_name: str = "cpu",

@@ -7,7 +7,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
-from unforget.config import RunConfig, _fmt
+from unforget.config import RunConfig, validation_message
 from unforget.data.task import Benchmark, SequencePlan, Task
 from unforget.errors import ConfigError, RegistryError
 from unforget.models import MultiHeadNet, build_model
@@ -53,7 +53,7 @@ def method_options(cfg: RunConfig, model_cls: type[BaseModel], name: str) -> Bas
     try:
         return model_cls.model_validate(cfg.methods.get(name, {}))
     except ValidationError as e:
-        raise ConfigError(_fmt(e, f"configuration: methods.{name}")) from None
+        raise ConfigError(validation_message(e, f"configuration: methods.{name}")) from None
 
 
 def default_model_name(plan: SequencePlan | Benchmark) -> str:
