@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -69,7 +70,8 @@ def locked(folder: str | Path) -> Iterator[Path]:
 def run_folder(folder: str | Path, resume: bool = False, overwrite: bool = False) -> Iterator[Path]:
     """Open ``folder`` for one run, before any training: lock it (:func:`locked`), delete the
     temporary files of a killed writer, and refuse to start a new run over an existing one
-    unless ``overwrite`` (which deletes :data:`RUN_FILES` first) or ``resume``.
+    unless ``overwrite`` (which deletes :data:`RUN_FILES` first) or ``resume``. Unless ``resume``,
+    the training log of an earlier attempt (``log.csv``, ``tensorboard/``) is deleted.
 
     Raises:
         RunFolderError: unusable or locked folder, or a run already there (neither flag).
@@ -86,4 +88,8 @@ def run_folder(folder: str | Path, resume: bool = False, overwrite: bool = False
             for name in RUN_FILES:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(out / name)
+        if not resume:  # a new run's training log starts empty (a killed first task's lines go too)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(out / "log.csv")
+            shutil.rmtree(out / "tensorboard", ignore_errors=True)
         yield out

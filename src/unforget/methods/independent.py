@@ -136,7 +136,7 @@ class FinetuneChain:
         parent = rng.choice(sorted(self.models)) if self.models else None  # same draw as parent_for
         torch_seed = rng.getrandbits(62)
         base = self.method.trainer
-        trainer = Trainer(base.config, device=base.device, seed=rng.getrandbits(31), progress=base.progress)
+        trainer = base.child(seed=rng.getrandbits(31))
         dev = base.device
         devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import random
+import time
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from unforget.config import TrainConfig
 from unforget.errors import UnforgetError
 from unforget.data.task import Split, Task
+from unforget.training.epochlog import EpochLogger, EpochRecord, phase_of
 from unforget.training.hooks import Hook, TrainState
+from unforget.training.progress import Display
 
 
 class TrainingDiverged(UnforgetError):
@@ -51,17 +53,36 @@ class Trainer:
         device: ``"cpu"`` or ``"cuda"``.
         seed: base seed; the batch order and augmentation of task t, round r are drawn from
             ``seed``, t and r, so a run is reproducible.
-        progress: show ``tqdm`` progress bars (epoch, loss, accuracy).
+        progress: report progress (:class:`~unforget.training.progress.Display`: ``tqdm`` bars
+            on a terminal, one plain line per epoch otherwise).
+        display: where progress goes (default: a new :class:`Display` enabled by ``progress``).
+
+    Attributes:
+        loggers: :class:`~unforget.training.epochlog.EpochLogger` s that receive one
+            :class:`~unforget.training.epochlog.EpochRecord` per epoch of every fit (with the
+            validation accuracy after the epoch, measured only when there is a logger).
+        method_name: written into the records.
     """
 
-    def __init__(self, config: TrainConfig, device: str = "cpu", seed: int = 0, progress: bool = True) -> None:
+    def __init__(self, config: TrainConfig, device: str = "cpu", seed: int = 0, progress: bool = True,
+                 display: Optional[Display] = None) -> None:
         self.config = config
         self.device = torch.device(device)
         self.seed = seed
         self.progress = progress
+        self.display = display if display is not None else Display(enabled=progress)
+        self.loggers: list[EpochLogger] = []
+        self.method_name = ""
         self._rounds: dict[int, int] = {}
         """Fits run so far per task id: the batch order of task t's r-th fit depends only on
         (seed, t, r), so a run resumed after task t - 1 draws what an uninterrupted one does."""
+
+    def child(self, seed: int) -> "Trainer":
+        """A trainer with this one's settings, display and loggers and its own ``seed`` (and
+        batch-order counters), for reference models trained beside the method's."""
+        t = Trainer(self.config, device=str(self.device), seed=seed, progress=self.progress, display=self.display)
+        t.loggers, t.method_name = self.loggers, self.method_name
+        return t
 
     # -------------------------------------------------------------- optimizers
     def optimizer(self, params: Iterable, lr: Optional[float] = None,
@@ -103,13 +124,17 @@ class Trainer:
 
     def fit(self, model: nn.Module, task: Task, optimizers: Sequence[torch.optim.Optimizer],
             hooks: Sequence[Hook] = (), epochs: Optional[int] = None, desc: str = "train",
-            schedule: bool | Sequence = True) -> dict:
+            schedule: bool | Sequence = True, log: Optional[dict] = None) -> dict:
         """Train ``model`` on ``task`` for ``epochs`` (default: the config's) and return
         ``{"loss": last epoch's mean loss, "train_accuracy": last epoch's accuracy}``.
 
         ``schedule``: ``True`` steps the configured ``MultiStepLR`` of every optimizer once per
         epoch, ``False`` keeps the learning rates constant, and a sequence of learning-rate
-        schedulers (built by the caller over ``optimizers``) is stepped instead."""
+        schedulers (built by the caller over ``optimizers``) is stepped instead.
+
+        ``desc`` names the fit in progress lines and gives the phase of the log records
+        (:func:`~unforget.training.epochlog.phase_of`); ``log`` adds fields to them (e.g.
+        ``{"pruning_ratio": 0.3}``; a hook's ``state.extra["pruning_ratio"]`` wins)."""
         epochs = self.config.epochs if epochs is None else epochs
         r = self._rounds[task.id] = self._rounds.get(task.id, 0) + 1
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + task.id * 10_007 + r)
@@ -124,15 +149,16 @@ class Trainer:
         for h in hooks:
             h.before_task(state)
         stats = {"loss": float("nan"), "train_accuracy": float("nan")}
+        fit_start = time.perf_counter()
         for epoch in range(epochs):
             state.epoch = epoch
+            epoch_start = time.perf_counter()
             model.train()
             for h in hooks:
                 h.before_epoch(state)
             perm = torch.randperm(n, generator=gen)
             total, correct, loss_sum = 0, 0, 0.0
-            bar = tqdm(range(n_batches), desc=f"task {task.id} {desc} {epoch + 1}/{epochs}", leave=False,
-                       disable=not self.progress, dynamic_ncols=True)
+            bar = self.display.bar(n_batches, f"{desc} {epoch + 1}/{epochs}")
             for b in bar:
                 idx = perm[b * bs:(b + 1) * bs]
                 state.x = task.transform(task.train.x[idx], train=True, generator=gen).to(self.device)
@@ -163,14 +189,32 @@ class Trainer:
                 total += len(idx)
                 correct += int((state.logits.detach().argmax(1) == state.y).sum())
                 loss_sum += float(state.loss.detach()) * len(idx)
-                if self.progress and b % 10 == 0:
-                    bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{correct / total:.3f}")
+                if self.progress and b % 10 == 0 and not bar.disable:
+                    left = (time.perf_counter() - fit_start) / (epoch + (b + 1) / n_batches) * (
+                        epochs - epoch - (b + 1) / n_batches)
+                    bar.set_postfix_str(f"loss {loss_sum / total:.3f}, acc {correct / total:.3f}, "
+                                        f"{self.display.etas(left)}")
             bar.close()
+            lr = optimizers[0].param_groups[0]["lr"] if optimizers else None
             for s in scheds:
                 s.step()
             stats = {"loss": loss_sum / max(1, total), "train_accuracy": correct / max(1, total)}
             for h in hooks:
                 h.after_epoch(state)
+            seconds = time.perf_counter() - epoch_start
+            val = self.accuracy(model, task, "val") if self.loggers and len(task.val) else None
+            left = (time.perf_counter() - fit_start) / (epoch + 1) * (epochs - epoch - 1)
+            self.display.epoch_done(f"{desc} {epoch + 1}/{epochs}", stats, val, seconds, left)
+            if self.loggers:
+                extra = dict(log or {})
+                if "pruning_ratio" in state.extra:
+                    extra["pruning_ratio"] = state.extra["pruning_ratio"]
+                record = EpochRecord(method=self.method_name, task=task.id, task_name=task.name, phase=phase_of(desc),
+                                     desc=desc, epoch=epoch + 1, epochs=epochs, loss=stats["loss"],
+                                     train_accuracy=stats["train_accuracy"], val_accuracy=val, lr=lr,
+                                     pruning_ratio=extra.get("pruning_ratio"), seconds=seconds)
+                for logger in self.loggers:
+                    logger.log(record)
         for h in hooks:
             h.after_task(state)
         state.x = state.y = state.logits = state.loss = None
