@@ -12,7 +12,8 @@ from unforget.checkpoint import load_checkpoint, save_checkpoint
 from unforget.config import RunConfig
 from unforget.errors import ConfigError
 from unforget.methods.base import module_bytes
-from unforget.methods.goals import GOAL_SOURCES, GoalSetter
+from unforget.methods import goals as goals_module
+from unforget.methods.goals import CHANCE_MARGIN, GOAL_SOURCES, GoalSetter, chance_level
 from unforget.methods.independent import FinetuneChain
 from unforget.runner import build_method
 
@@ -160,7 +161,8 @@ def test_scratch_tolerance_explicit_records():
     s = GoalSetter(method, "scratch", TOL, None)
     assert s.before(bench.tasks[0]) is None  # the first task's own network is the scratch model
     assert s.after_training(None, 0.8) == pytest.approx(0.8 - TOL)
-    assert s.records[1] == {"source": "scratch", "reference": [0.8], "goal": pytest.approx(0.8 - TOL), "tolerance": TOL}
+    assert s.records[1] == {"source": "scratch", "reference": [0.8], "goal": pytest.approx(0.8 - TOL), "tolerance": TOL,
+                            "chance": chance_level(bench.tasks[0])}
     method.learned.append(1)
     g = s.before(bench.tasks[1])
     assert g is not None and s.after_training(g, 0.1) == g
@@ -172,6 +174,74 @@ def test_scratch_tolerance_explicit_records():
     assert e.after_training(e.before(bench.tasks[1]), 0.1) == 0.7
     assert e.records[2]["reference"] == [] and e.records[2]["goal"] == 0.7
     assert s.finetune_model is None and s.chains == []
+
+
+# ----------------------------------------------------------------------------- untrained references
+def test_chance_level_is_the_majority_validation_share():
+    task = _bench(1).tasks[0]
+    counts = torch.bincount(task.val.y, minlength=task.n_classes)
+    assert chance_level(task) == pytest.approx(float(counts.max()) / len(task.val.y))
+    assert 1 / task.n_classes <= chance_level(task) < 1
+
+
+@pytest.mark.parametrize("source", ["scratch", "fine-avg"])
+def test_a_reference_near_chance_never_sets_the_goal(monkeypatch, source):
+    bench = _bench(2)
+    task = bench.tasks[1]
+    chance = chance_level(task)
+    for above, falls_back in ((CHANCE_MARGIN - 0.01, True), (CHANCE_MARGIN + 0.01, False)):
+        reference = chance + above  # what every reference model "reaches" on task 2
+
+        def fake_train(method, model, task, **kw):
+            return reference if task.id == 2 else 0.9
+
+        monkeypatch.setattr(goals_module, "train_plain", fake_train)
+        monkeypatch.setattr("unforget.methods.independent.train_plain", fake_train)
+        method = build_method(_config(), bench, progress=False)
+        s = GoalSetter(method, source, TOL, None, repeats=2)
+        s.after_training(s.before(bench.tasks[0]), 0.9)
+        method.learned.append(1)
+        goal = s.before(task)
+        final = s.after_training(goal, 0.9)
+        rec = s.records[2]
+        if falls_back:
+            assert goal is None and final == pytest.approx(0.9 - TOL)
+            assert rec["reference"] == [0.9] and rec["unused_reference"][0] == pytest.approx(reference)
+            assert "chance" in rec["fallback"] and "own unpruned accuracy" in rec["fallback"]
+        else:
+            assert final == pytest.approx(reference - TOL) and "fallback" not in rec
+        assert "warning" not in rec and rec["chance"] == chance
+
+
+def test_a_task_that_did_not_learn_is_warned_about(monkeypatch):
+    bench = _bench(2)
+    method = build_method(_config(), bench, progress=False)
+    s = GoalSetter(method, "scratch", TOL, None)
+    chance = chance_level(bench.tasks[0])
+    s.after_training(s.before(bench.tasks[0]), chance + 0.02)
+    assert "did not learn" in s.records[1]["warning"]
+    s.after_training(s.before(bench.tasks[0]), chance + 0.2)
+    assert "warning" not in s.records[1]
+    with pytest.raises(ConfigError, match="goal_chance_margin"):
+        GoalSetter(method, "scratch", TOL, None, chance_margin=1.5)
+
+
+def test_the_fallback_reaches_results_json(monkeypatch, tmp_path):
+    """A CPG run whose scratch references do not learn (the reference trainer is replaced by one
+    that answers chance) sets every goal from the task's own unpruned accuracy and says so."""
+    import json
+
+    import unforget
+
+    bench = _bench(2)
+    monkeypatch.setattr(goals_module, "train_plain", lambda method, model, task, **k: chance_level(task))
+    cfg = {"model": {"name": "mlp", "width": 0.03}, "train": {"epochs": 2, "batch_size": 16, "lr": 0.05},
+           "methods": {"cpg": {"goal": "scratch", "goal_tolerance": TOL}}}
+    unforget.run(bench, "cpg", cfg, out=tmp_path, progress=False)
+    t2 = json.loads((tmp_path / "results.json").read_text())["tasks"][1]
+    assert "did not learn" in t2["goal_record"]["fallback"]
+    assert t2["accuracy_goal"] == pytest.approx(t2["unpruned_val_accuracy"] - TOL)
+    assert "fallback" in (tmp_path / "report.md").read_text()
 
 
 def test_bad_goal_options_are_config_errors():

@@ -116,8 +116,10 @@ class GradualPruning(Hook):
         if state.step >= self.interval_steps:
             prune_own(state.model, self.task, self.target, self.initial, state.optimizers)
             self.done = True
+            state.extra["pruning_ratio"] = self.target
         elif state.step % self.frequency == 0:
-            prune_own(state.model, self.task, self.ratio_at(state.step), self.initial, state.optimizers)
+            state.extra["pruning_ratio"] = self.ratio_at(state.step)
+            prune_own(state.model, self.task, state.extra["pruning_ratio"], self.initial, state.optimizers)
 
     def after_task(self, state: TrainState) -> None:
         if not self.done:  # fewer steps than the interval: still end at the target

@@ -81,6 +81,8 @@ class EngineOptions(BaseModel):
     goals: Optional[list[float]] = None
     goal_repeats: int = Field(5, ge=1, description="fine-avg / fine-max: fine-tune chains averaged (reference: 5)")
     finetune_lr: float = Field(5e-3, gt=0, description="fine-avg / fine-max: learning rate of the fine-tune chains (reference: 5e-3)")
+    goal_chance_margin: float = Field(0.05, ge=0, le=1, description="a goal reference at most this far above chance did not "
+                                                                     "learn: the goal falls back to own unpruned accuracy - tolerance")
     # ---- picks (Mallya et al. 2018)
     pick_lr: float = Field(5e-4, gt=0, description="Adam learning rate of the pick scores")
     pick_lr_milestones: list[int] = Field(default_factory=list, description="epochs at which pick_lr is multiplied by pick_lr_gamma")
@@ -109,7 +111,7 @@ class EngineMethod(Method):
         """Expansion the network was last grown to (1.0, 1.5, 2.0, ... up to ``max_expansion``),
         the reference's ``network_width_multiplier`` in weights."""
         self.goals = GoalSetter(self, o.goal, o.goal_tolerance, o.goals, repeats=o.goal_repeats,
-                                finetune_lr=o.finetune_lr)
+                                finetune_lr=o.finetune_lr, chance_margin=o.goal_chance_margin)
 
     # --------------------------------------------------------------- accounting
     def allocated_weights(self) -> int:
@@ -151,13 +153,15 @@ class EngineMethod(Method):
             opts.append(torch.optim.Adam(scores, lr=pick_lr))
         return opts
 
-    def _fit(self, task: Task, opts, epochs: int, desc: str, schedule=False, hooks=()) -> tuple[float, float]:
+    def _fit(self, task: Task, opts, epochs: int, desc: str, schedule=False, hooks=(),
+             log: Optional[dict] = None) -> tuple[float, float]:
         """Train for ``epochs``; returns ``(validation accuracy, last epoch's training accuracy)``."""
         for _, layer in weighted_layers(self.model):
             layer.decay = self.trainer.config.weight_decay
         stats = {"train_accuracy": float("nan")}
         if epochs > 0:
-            stats = self.trainer.fit(self.model, task, opts, hooks=hooks, epochs=epochs, desc=desc, schedule=schedule)
+            stats = self.trainer.fit(self.model, task, opts, hooks=hooks, epochs=epochs, desc=desc, schedule=schedule,
+                                     log=log)
         return self.trainer.accuracy(self.model, task, "val"), stats["train_accuracy"]
 
     def _pick_schedule(self, opt: torch.optim.Optimizer, own_free: bool):
@@ -170,14 +174,29 @@ class EngineMethod(Method):
 
         return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
-    def _train_task(self, task: Task) -> tuple[float, float]:
-        """Step 1: train the claimed free weights, the picks, batch norms and head."""
+    def _weights_of(self, task: int) -> dict[str, int]:
+        """Of a finished task: its own weights (``kept``), the earlier tasks' weights in its
+        slice (``earlier``) and how many of those its pick mask uses (``picked``)."""
+        kept = earlier = picked = 0
+        for _, l in weighted_layers(self.model):
+            rows, cols = l.slice_for(task)
+            o = l.owner[rows, cols]
+            prior = (o > 0) & (o < task)
+            kept += int((o == task).sum())
+            earlier += int(prior.sum())
+            picked += int((l.task_mask(task) & prior).sum())
+        return {"kept": kept, "earlier": earlier, "picked": picked}
+
+    def _train_task(self, task: Task, grown: bool = False) -> tuple[float, float]:
+        """Step 1: train the claimed free weights, the picks, batch norms and head (``grown``:
+        again, after the network grew; only the progress label and the log's phase differ)."""
         o: EngineOptions = self.options
         opts = self._optimizers(task.id, pick_lr=o.pick_lr)
         scheds = self.trainer.schedulers(opts[:1])
         if len(opts) > 1:
             scheds.append(self._pick_schedule(opts[1], own_free=sum(own_counts(self.model, task.id).values()) > 0))
-        return self._fit(task, opts, self.trainer.config.epochs, "train", schedule=scheds)
+        desc = f"grow {self.expansion_level:.2f}x" if grown else "train"
+        return self._fit(task, opts, self.trainer.config.epochs, desc, schedule=scheds)
 
     def _next_level(self) -> Optional[float]:
         o: EngineOptions = self.options
@@ -233,7 +252,8 @@ class EngineMethod(Method):
         opts = self._optimizers(k, lr=prune_lr)
         if o.compact == "fixed":  # PackNet: one-shot pruning, then retraining
             prune_own(self.model, k, o.prune_ratio, initial, opts)
-            v, _ = self._fit(task, opts, o.prune_epochs, f"prune {o.prune_ratio:.2f}")
+            v, _ = self._fit(task, opts, o.prune_epochs, f"prune {o.prune_ratio:.2f}",
+                             log={"pruning_ratio": o.prune_ratio})
             return {"ratio": o.prune_ratio, "val": v, "ladder": {str(o.prune_ratio): v}, "epochs": o.prune_epochs}
         if missed and floor == 0:  # the reference prunes nothing here (must ratio 0)
             return {"ratio": 0.0, "val": val, "ladder": {}, "epochs": 0}
@@ -251,7 +271,8 @@ class EngineMethod(Method):
                 hooks = (GradualPruning(k, prev, r, initial, within, o.prune_frequency),)
             # a fresh optimizer per ratio, as the reference starts each step anew
             opts = self._optimizers(k, lr=prune_lr)
-            v, train_acc = self._fit(task, opts, o.prune_epochs, f"compact {r:.2f}", hooks=hooks)
+            v, train_acc = self._fit(task, opts, o.prune_epochs, f"compact {r:.2f}", hooks=hooks,
+                                     log={"pruning_ratio": r})
             prev, tried = r, tried + 1
             gate_failed = o.train_accuracy_gate is not None and o.prune_epochs > 0 and train_acc <= o.train_accuracy_gate
             if not gate_failed:
@@ -307,17 +328,26 @@ class EngineMethod(Method):
         learn_picks = o.picks == "learned" and k > 1
         before = copy.deepcopy(self.model) if o.grow else None
         rounds, epochs = 0, 0
+        history: list[dict] = []
         while True:
             begin_task(self.model, k, task.n_classes, claim_free=claim, learn_picks=learn_picks)
-            val, train_acc = self._train_task(task)
+            val, train_acc = self._train_task(task, grown=rounds > 0)
             epochs += self.trainer.config.epochs
             goal = self.goals.after_training(goal, val) if uses_goal else None
             gate_ok = o.train_accuracy_gate is None or train_acc > o.train_accuracy_gate
+            step = {"expansion": self.expansion_level, "val_accuracy": val, "train_accuracy": train_acc,
+                    "goal": goal, "claimed": sum(own_counts(self.model, k).values())}
+            history.append(step)
             if not o.grow or (val >= goal and gate_ok):
+                step["decision"] = ("goal met" if uses_goal and o.grow else "no growth (grow is off)")
                 break
+            why = (f"validation accuracy {100 * val:.2f} % < goal {100 * goal:.2f} %" if val < goal else
+                   f"training accuracy {100 * train_acc:.2f} % <= gate {100 * o.train_accuracy_gate:.2f} %")
             plan = self._growth_plan()
             if plan is None:
+                step["decision"] = f"{why}; cannot grow (at max_expansion {o.max_expansion}x): kept as is"
                 break
+            step["decision"] = f"{why}: grow to {self._next_level():.2f}x and train again"
             # Alg. 1 line 11 / the reference: back to the state before the task, grow, start again
             self.model = copy.deepcopy(before)
             for name, n in plan.items():
@@ -325,6 +355,7 @@ class EngineMethod(Method):
             self.expansion_level = self._next_level()
             before = copy.deepcopy(self.model)
             rounds += 1
+        claimed = sum(own_counts(self.model, k).values())
         unpruned = val
         missed = uses_goal and val < goal
         reserve = self._reserve(task)
@@ -339,12 +370,15 @@ class EngineMethod(Method):
             epochs += retrain["epochs"]
         end_task(self.model, k)
         self.learned.append(k)
+        weights = {"claimed": claimed, **self._weights_of(k)}
+        weights["released"] = claimed - weights["kept"]
         widths = {n: g.width(k) for n, g in self.model.groups.items()}
         rec = {"val_accuracy": val, "unpruned_val_accuracy": unpruned, "train_accuracy": train_acc,
                "accuracy_goal": goal, "missed_goal": bool(missed), "pruning_ratio": comp["ratio"],
                "compaction": comp["ladder"], "reserve_for_tasks": reserve if o.compact == "goal" else None,
                "reserve_ratio": floor if o.compact == "goal" else None,
-               "retrain": retrain, "growth_rounds": rounds, "network_epochs": epochs,
+               "retrain": retrain, "growth_rounds": rounds, "growth": history, "weights": weights,
+               "network_epochs": epochs,
                "width": round(sum(widths.values()) / sum(g.base for g in self.model.groups.values()), 4),
                "widths": widths}
         if uses_goal:

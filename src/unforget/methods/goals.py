@@ -24,6 +24,16 @@ tolerance absorbs the noise of small validation splits. Sources (``GOAL_SOURCES`
 ``explicit``
     ``goals[task_id - 1]`` as given (no tolerance subtracted).
 
+**A reference that did not learn is never a goal.** When the reference accuracy of ``scratch``,
+``fine-avg`` or ``fine-max`` is at most ``chance + chance_margin`` (chance: the share of the
+most frequent class in the task's validation split, 1 / classes for balanced data; margin 5
+points by default), the goal falls back to the ``tolerance`` rule — the task's own unpruned
+validation accuracy minus ``goal_tolerance`` — and the task's goal record says so
+(``"fallback"``: why). A reference model trained on too little data or for too few epochs
+otherwise yields a goal at chance level, which any pruning ratio meets. When the task's own
+unpruned accuracy is itself within the margin of chance, the record adds a ``"warning"``: the
+task did not learn at all (check its data, epochs and learning rate).
+
 For ``fine-avg`` / ``fine-max`` the first task's reference is, as in the reference code, the R
 repeats' from-scratch models of that task (task 1 has no earlier task to fine-tune from; its
 fine-tuned model *is* a scratch model) — these models are trained anyway, because the later
@@ -49,6 +59,20 @@ GoalSource = Literal["scratch", "fine-avg", "fine-max", "tolerance", "explicit"]
 GOAL_SOURCES: tuple[str, ...] = get_args(GoalSource)
 """The accuracy-goal sources, in the order the error messages list them."""
 
+CHANCE_MARGIN = 0.05
+"""A reference accuracy at most this far above chance counts as a model that did not learn."""
+
+
+def chance_level(task: Task) -> float:
+    """Validation accuracy in [0, 1] of always answering the task's most frequent validation
+    class (``1 / n_classes`` for a balanced split; ``1 / n_classes`` when there is no
+    validation data)."""
+    y = task.val.y
+    if len(y) == 0:
+        return 1.0 / max(1, task.n_classes)
+    return float(torch.bincount(y.long(), minlength=task.n_classes).max()) / len(y)
+
+
 GOAL_REPEATS = 5
 """Repeats R of the fine-tuning reference in ivclab/CPG ``experiment1/finetune_cifar100.sh``
 (``ITER_TIMES=5``; the paper's "We repeat this process 5 times")."""
@@ -67,6 +91,8 @@ class GoalSetter:
         repeats: R, the number of fine-tuning chains of ``fine-avg`` / ``fine-max`` (>= 1).
         finetune_lr: SGD learning rate of the fine-tuned tasks in those chains (> 0); the first
             task of each chain trains from scratch at the run's ``train.lr``.
+        chance_margin: a reference accuracy at most ``chance_level + chance_margin`` is not used
+            (the module doc's fallback), in [0, 1].
 
     Raises:
         ConfigError: unknown source, missing/out-of-range explicit goals, bad tolerance,
@@ -85,7 +111,8 @@ class GoalSetter:
     """
 
     def __init__(self, method, source: GoalSource, tolerance: float = 0.0, goals: Optional[list[float]] = None,
-                 repeats: int = GOAL_REPEATS, finetune_lr: float = FINETUNE_LR) -> None:
+                 repeats: int = GOAL_REPEATS, finetune_lr: float = FINETUNE_LR,
+                 chance_margin: float = CHANCE_MARGIN) -> None:
         if source not in GOAL_SOURCES:
             raise ConfigError(f"unknown accuracy goal source {source!r}; choose one of: {', '.join(GOAL_SOURCES)}")
         if not 0.0 <= tolerance <= 1.0:
@@ -99,6 +126,9 @@ class GoalSetter:
             raise ConfigError(f"goal_repeats must be an integer >= 1, got {repeats!r}")
         if not finetune_lr > 0:
             raise ConfigError(f"finetune_lr must be > 0, got {finetune_lr!r}")
+        if not 0.0 <= chance_margin <= 1.0:
+            raise ConfigError(f"goal_chance_margin must lie in [0, 1], got {chance_margin!r}")
+        self.chance_margin = chance_margin
         self.method = method
         self.source = source
         self.tolerance = tolerance
@@ -122,7 +152,8 @@ class GoalSetter:
         Raises:
             ConfigError: ``explicit`` goals do not cover ``task``.
         """
-        pending: dict = {"task": task.id, "source": self.source, "tolerance": self.tolerance}
+        chance = chance_level(task)
+        pending: dict = {"task": task.id, "source": self.source, "tolerance": self.tolerance, "chance": chance}
         goal: Optional[float] = None
         if self.source == "explicit":
             if task.id > len(self.goals):
@@ -134,13 +165,26 @@ class GoalSetter:
             model.add_head(task.id, task.n_classes)
             ref = train_plain(self.method, model, task, desc="goal (scratch)")
             pending["reference"] = [ref]
-            goal = self._minus_tolerance(ref)
+            goal = self._unless_chance(ref, chance, pending)
         elif self.source in ("fine-avg", "fine-max"):
             refs = [c.accuracies[task.id] if task.id in c.models else c.learn(task) for c in self.chains]
             pending.update(reference=refs, parents=[c.parents[task.id] for c in self.chains])
-            goal = self._minus_tolerance(statistics.fmean(refs) if self.source == "fine-avg" else max(refs))
+            goal = self._unless_chance(statistics.fmean(refs) if self.source == "fine-avg" else max(refs), chance,
+                                       pending)
         self._pending = pending
         return goal
+
+    def _unless_chance(self, reference: float, chance: float, pending: dict) -> Optional[float]:
+        """The goal from ``reference``, or ``None`` (set after training from the task's own
+        accuracy, the module doc's fallback) when ``reference`` is within the margin of chance."""
+        if reference > chance + self.chance_margin:
+            return self._minus_tolerance(reference)
+        pending["fallback"] = (
+            f"the {self.source} reference reached {100 * reference:.1f} % validation accuracy, within "
+            f"{100 * self.chance_margin:.0f} points of chance ({100 * chance:.1f} %): it did not learn, so the goal is "
+            f"the task's own unpruned accuracy minus {100 * self.tolerance:.1f} points")
+        pending["unused_reference"] = pending.pop("reference")
+        return None
 
     def _minus_tolerance(self, reference: float) -> float:
         return max(0.0, reference - self.tolerance)
@@ -154,10 +198,17 @@ class GoalSetter:
         if goal is None:
             goal = self._minus_tolerance(unpruned_val)
             rec["reference"] = [unpruned_val]
+            chance = rec.get("chance")
+            if chance is not None and unpruned_val <= chance + self.chance_margin:
+                rec["warning"] = (f"the task's own network reached {100 * unpruned_val:.1f} % validation accuracy, "
+                                  f"within {100 * self.chance_margin:.0f} points of chance ({100 * chance:.1f} %): "
+                                  "it did not learn; check the data, epochs and learning rate")
         if "task" in rec:
             t = rec.pop("task")
             self.records[t] = {"source": rec["source"], "reference": rec["reference"], "goal": goal,
-                               "tolerance": rec["tolerance"], **({"parents": rec["parents"]} if "parents" in rec else {})}
+                               "tolerance": rec["tolerance"],
+                               **{k: rec[k] for k in ("parents", "chance", "fallback", "unused_reference", "warning")
+                                  if k in rec}}
         return goal
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
