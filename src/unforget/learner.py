@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from unforget import __version__
 from unforget.atomic import write_atomic
@@ -30,6 +29,7 @@ from unforget.errors import CheckpointError, ConfigError, UnforgetError
 from unforget.evaluation import average_accuracy, bwt, forgetting, markdown_report
 from unforget.methods import Method, get_method
 from unforget.training import Trainer, accuracy, seed_everything
+from unforget.training.progress import TaskClock, duration
 
 if TYPE_CHECKING:
     from unforget.serving import ServingModel
@@ -63,6 +63,7 @@ def build_method(config: RunConfig, plan: SequencePlan | Benchmark, progress: bo
     check_device(config.device)
     seed_everything(config.seed)
     trainer = Trainer(config.train, device=config.device, seed=config.seed, progress=progress)
+    trainer.method_name = config.method
     return get_method(config.method)(config, SequencePlan.of(plan), trainer)
 
 
@@ -99,6 +100,9 @@ class Learner:
             ratio, width, train time, size, capacity).
         wall_time_s: seconds spent learning and testing, over every session of this learner.
         observers: told of every task's events (:class:`TaskObserver`).
+        notes: JSON-able facts about how the run was set up that results.json reports beside the
+            configuration (``auto_config``: what the automatic configuration for own data chose
+            and why); kept in the checkpoint.
     """
 
     config: RunConfig
@@ -109,6 +113,7 @@ class Learner:
     records: list[dict] = field(default_factory=list)
     wall_time_s: float = 0.0
     observers: list[TaskObserver] = field(default_factory=list)
+    notes: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -171,6 +176,7 @@ class Learner:
                                   f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
         self.R, self.records = meta["accuracy_matrix"], meta["records"]
         self.wall_time_s = float(meta["wall_time_s"])
+        self.notes = dict(meta.get("notes") or {})
         stored = meta.get("tasks") or []
         self.tasks = [dict(t) for t in stored] if len(stored) == len(self.records) else \
             [{"name": f"task {i + 1}", "classes": []} for i in range(len(self.records))]
@@ -231,6 +237,11 @@ class Learner:
     def evaluate(self, tasks: Sequence[Task], split: str = "test") -> list[float]:
         """Accuracies (fractions) on each of ``tasks`` (learned tasks)."""
         return [self.test(t, split) for t in tasks]
+
+    def log_to(self, loggers: Sequence) -> None:
+        """Send one record per training epoch to ``loggers``
+        (:class:`~unforget.training.epochlog.EpochLogger`; ``[]`` stops logging)."""
+        self.method.trainer.loggers = list(loggers)
 
     # ------------------------------------------------------------------ serving
     @property
@@ -330,7 +341,7 @@ class Learner:
                 "benchmark_info": self.plan.info, "planned_tasks": self.plan.n_tasks,
                 "input_shape": list(self.plan.input_shape),
                 "trainer_rounds": {str(t): r for t, r in self.method.trainer._rounds.items()},
-                "tasks": self.tasks}
+                "tasks": self.tasks, "notes": self.notes}
         return tensors, meta
 
     def save(self, path: str | Path) -> Path:
@@ -370,20 +381,45 @@ class Learner:
             "released_ratio": size.get("released_ratio"), "capacity": self.method.capacity(),
             "wall_time_s": self.wall_time_s, "device": self.config.device, "unforget_version": __version__,
             "exact_method": self.method.exact, "input_shape": list(self.plan.input_shape),
+            "threads": torch.get_num_threads(), "auto_config": self.notes.get("auto_config"),
         }
 
 
 # ---------------------------------------------------------------------- built-in observers
 class ProgressLine(TaskObserver):
-    """One line per finished task: validation and test accuracy, running average, time."""
+    """Progress of a run, task by task: labels the training loop's bars and lines with
+    ``task i/K name`` and the ETA of the task and the run (:class:`~unforget.training.progress.TaskClock`),
+    and prints one line per finished task: validation and test accuracy, running average, time,
+    run ETA."""
+
+    def __init__(self) -> None:
+        self.clock: Optional[TaskClock] = None
+
+    def before_task(self, learner: "Learner", task: Task) -> None:
+        total = learner.plan.n_tasks
+        if self.clock is None:
+            self.clock = TaskClock(total)
+        self.clock.start(task.id)
+        display = learner.method.trainer.display
+        display.label = f"task {task.id}/{total or task.id} {task.name}"
+        display.eta = self.clock.text
 
     def after_task(self, learner: Learner, task: Task, record: dict) -> None:
         row = learner.R[-1]
         seen = [v for v in row if v is not None]
         total = learner.plan.n_tasks or task.id
-        tqdm.write(f"[{learner.config.method}] task {task.id}/{total} {task.name}: val "
-                   f"{100 * record['val_accuracy']:.2f} %, test {100 * row[-1]:.2f} %, avg so far "
-                   f"{100 * sum(seen) / len(seen):.2f} %, {record['train_time_s']:.1f} s")
+        took = self.clock.stop() if self.clock is not None else record["train_time_s"]
+        left = self.clock.run_left(0.0) if self.clock is not None else None
+        eta = f", run ETA {duration(left)}" if left is not None and task.id < total else ""
+        display = learner.method.trainer.display
+        display.label = ""
+        display.write(f"[{learner.config.method}] task {task.id}/{total} {task.name}: val "
+                      f"{100 * record['val_accuracy']:.2f} %, test {100 * row[-1]:.2f} %, avg so far "
+                      f"{100 * sum(seen) / len(seen):.2f} %, {duration(took)}{eta}")
+        goal = record.get("goal_record") or {}
+        for key in ("fallback", "warning"):
+            if goal.get(key):
+                display.write(f"  accuracy goal {key}: {goal[key]}")
 
 
 class RunFolderWriter(TaskObserver):

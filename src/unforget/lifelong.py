@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from unforget.checkpoint import CHECKPOINT
 from unforget.data.task import Task
 from unforget.errors import DataError, RunFolderError, UnforgetError
 from unforget.learner import Learner, ProgressLine, RunFolderWriter
 from unforget.runfolder import run_folder
+from unforget.training.epochlog import run_loggers
 
 
 def read_task(path: str | Path, task_id: int, input_shape: tuple[int, ...], *, name: Optional[str] = None,
@@ -91,11 +92,12 @@ def reachable_tasks(learner: Learner, data_root: Optional[str] = None) -> list[T
 
 def learn_task(model_dir: str | Path, data: str | Path, *, name: Optional[str] = None,
                data_root: Optional[str] = None, device: Optional[str] = None, progress: bool = True,
-               say=print) -> dict:
+               say=print, log: Sequence[str] = ("csv",)) -> dict:
     """Learn one new task from ``data`` into the run in ``model_dir``; returns its ``results.json``.
 
     ``say`` gets one line before learning ("N tasks learned, learning task N+1 (NAME)") and one
-    after (earlier tasks re-evaluated or not).
+    after (earlier tasks re-evaluated or not). Training epochs are appended to the run's training
+    log (``log``: ``OUT/log.csv``, ``"tensorboard"`` event files too; :func:`~unforget.training.epochlog.run_loggers`).
 
     Raises:
         RunFolderError: ``model_dir`` holds no run, or another process writes to it;
@@ -111,7 +113,13 @@ def learn_task(model_dir: str | Path, data: str | Path, *, name: Optional[str] =
                          val_fraction=learner.config.benchmark.val_fraction)
         earlier = reachable_tasks(learner, data_root)
         say(f"{n} tasks learned, learning task {n + 1} ({task.name}) from {data}")
-        learner.learn(task, test_on=earlier, info={"source": {"path": str(Path(data).resolve())}})
+        loggers = run_loggers(out, tuple(log)) if log else []
+        learner.log_to(loggers)
+        try:
+            learner.learn(task, test_on=earlier, info={"source": {"path": str(Path(data).resolve())}})
+        finally:
+            for logger in loggers:
+                logger.close()
         missing = [i for i in range(1, n + 1) if i not in {t.id for t in earlier}]
         say(f"earlier tasks re-evaluated: {len(earlier)} of {n}" +
             (f"; not re-evaluated (test data not reachable, recorded as null): {missing}" if missing else ""))

@@ -4,7 +4,7 @@ every task (observers of the learner), and resume from the last finished task.""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from unforget.checkpoint import CHECKPOINT
 from unforget.config import RunConfig
@@ -14,6 +14,7 @@ from unforget.learner import (Learner, ProgressLine, RunFolderWriter, build_meth
                               write_results)
 from unforget.methods import Method
 from unforget.runfolder import run_folder
+from unforget.training.epochlog import run_loggers
 
 __all__ = ["run", "load_benchmark", "load_method", "build_method", "check_device", "write_results"]
 
@@ -30,7 +31,8 @@ def load_benchmark(config: RunConfig, data_root: Optional[str] = None, download:
 
 def run(config: RunConfig, *, data_root: Optional[str] = None, out_dir: Optional[str | Path] = None,
         resume: bool = False, progress: bool = True, benchmark: Optional[Benchmark] = None,
-        download: bool = False, overwrite: bool = False) -> dict:
+        download: bool = False, overwrite: bool = False, log: Sequence[str] = ("csv",),
+        notes: Optional[dict] = None) -> dict:
     """Learn every task of the configured benchmark with the configured method.
 
     After task i the learner is tested on the test split of tasks 1..i (row i of the accuracy
@@ -40,6 +42,10 @@ def run(config: RunConfig, *, data_root: Optional[str] = None, out_dir: Optional
     ends with, bit for bit (same machine, build and thread count). ``out_dir`` is checked,
     locked (``OUT/.lock``) and cleared of a killed writer's temporary files before anything
     trains; a run already there is refused unless ``resume`` or ``overwrite`` (start over).
+    With ``out_dir``, every training epoch is logged (``log``: ``"csv"`` writes ``OUT/log.csv``,
+    ``"tensorboard"`` event files in ``OUT/tensorboard/``; :mod:`unforget.training.epochlog`).
+    ``notes`` (JSON-able, e.g. ``{"auto_config": ...}``) go into ``results.json`` and the
+    checkpoint (:attr:`Learner.notes`).
 
     Returns:
         The ``results.json`` mapping (design.md, "Metrics and reports"), plus the key
@@ -51,14 +57,24 @@ def run(config: RunConfig, *, data_root: Optional[str] = None, out_dir: Optional
     if out_dir is None:
         if resume:
             raise UnforgetError("--resume needs the run's output folder (--out)")
-        return _run(config, data_root, None, False, progress, benchmark, download)
+        return _run(config, data_root, None, False, progress, benchmark, download, (), notes)
     with run_folder(out_dir, resume=resume, overwrite=overwrite) as out:
-        return _run(config, data_root, out, resume, progress, benchmark, download)
+        return _run(config, data_root, out, resume, progress, benchmark, download, tuple(log), notes)
 
 
 def _run(config: RunConfig, data_root: Optional[str], out: Optional[Path], resume: bool, progress: bool,
-         benchmark: Optional[Benchmark], download: bool) -> dict:
+         benchmark: Optional[Benchmark], download: bool, log: tuple[str, ...], notes: Optional[dict]) -> dict:
     bench = benchmark or load_benchmark(config, data_root, download)
+    loggers = run_loggers(out, log) if out is not None and log else []
+    try:
+        return _learn_all(config, bench, out, resume, progress, loggers, notes)
+    finally:
+        for logger in loggers:
+            logger.close()
+
+
+def _learn_all(config: RunConfig, bench: Benchmark, out: Optional[Path], resume: bool, progress: bool,
+               loggers: list, notes: Optional[dict]) -> dict:
     observers = ([ProgressLine()] if progress else []) + ([RunFolderWriter(out)] if out is not None else [])
     if resume:
         if not (out / CHECKPOINT).is_file():
@@ -66,6 +82,9 @@ def _run(config: RunConfig, data_root: Optional[str], out: Optional[Path], resum
         learner = Learner.open(out, config.device, progress=progress, config=config, plan=bench, observers=observers)
     else:
         learner = Learner.create(config, bench, progress=progress, observers=observers)
+    if notes:
+        learner.notes.update(notes)
+    learner.log_to(loggers)
     if resume and learner.n_learned >= len(bench.tasks):
         say = print if progress else (lambda *_: None)
         say(f"nothing to learn: the {learner.n_learned} tasks in {out} include all {len(bench.tasks)} of "

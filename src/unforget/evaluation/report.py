@@ -1,6 +1,8 @@
 """Readable markdown from a run's ``results.json`` mapping."""
 from __future__ import annotations
 
+from typing import Optional
+
 
 def _pct(v) -> str:
     return "—" if v is None else f"{100 * v:.2f}"
@@ -33,7 +35,102 @@ def markdown_report(results: dict) -> str:
               f"- Exp. (weights allocated / original): {_x(results.get('expansion_ratio'))}",
               f"- Red. (released weights left / original): {_x(results.get('released_ratio'))}",
               f"- wall time: {results.get('wall_time_s', 0):.1f} s"]
+    if results.get("threads") is not None:
+        lines.append(f"- torch threads: {results['threads']}")
+    auto = results.get("auto_config")
+    if auto:
+        lines += ["", f"Automatic configuration for own data: {auto.get('reason', '')}"]
+    why = decisions(results)
+    if why:
+        lines += ["", *why]
     return "\n".join(lines) + "\n"
+
+
+def _n(v) -> str:
+    return "—" if v is None else f"{int(v):,}"
+
+
+def _goal_text(t: dict) -> str:
+    g = t.get("goal_record") or {}
+    goal = t.get("accuracy_goal")
+    src = g.get("source")
+    ref = g.get("reference") or []
+    tol = g.get("tolerance", 0.0) or 0.0
+    if goal is None:
+        return "no accuracy goal (this configuration never reads one)"
+    if src == "explicit":
+        text = f"accuracy goal {_pct(goal)} % (given explicitly)"
+    elif g.get("fallback"):
+        text = f"accuracy goal {_pct(goal)} % = own unpruned accuracy {_pct(ref[0] if ref else None)} % − {100 * tol:.2f}"
+    elif src in ("fine-avg", "fine-max") and ref:
+        agg = "mean" if src == "fine-avg" else "max"
+        text = (f"accuracy goal {_pct(goal)} % = {src} reference ({agg} of {len(ref)}: "
+                f"{', '.join(_pct(r) for r in ref)} %) − {100 * tol:.2f}")
+    elif ref:
+        what = "own unpruned accuracy" if src == "tolerance" or t.get("_first") else f"{src} reference"
+        text = f"accuracy goal {_pct(goal)} % = {what} {_pct(ref[0])} % − {100 * tol:.2f}"
+    else:
+        text = f"accuracy goal {_pct(goal)} %"
+    if g.get("chance") is not None:
+        text += f" (chance: {_pct(g['chance'])} %)"
+    if g.get("fallback"):
+        text += f"; fallback: {g['fallback']}"
+    if g.get("warning"):
+        text += f"; **warning**: {g['warning']}"
+    return text
+
+
+def _compaction_text(t: dict) -> Optional[str]:
+    ladder = t.get("compaction")
+    if ladder is None:
+        return None
+    ratio = t.get("pruning_ratio") or 0.0
+    tried = ", ".join(f"{float(r):.2f} → {_pct(v)} %" for r, v in ladder.items()) or "none"
+    if ratio == 0 and not ladder:
+        why = "nothing pruned"
+    elif t.get("missed_goal"):
+        why = (f"the goal was missed before compacting, so the task was pruned to the reserve ratio "
+               f"{t.get('reserve_ratio') or ratio:.2f} to leave free weights for {t.get('reserve_for_tasks')} later task(s)")
+    elif t.get("accuracy_goal") is None:
+        why = "a fixed ratio"
+    else:
+        why = "the largest ratio tried whose validation accuracy met the goal"
+    return (f"compacting from {_pct(t.get('unpruned_val_accuracy'))} % unpruned: ratios tried {tried}; kept "
+            f"{ratio:.2f} ({why})")
+
+
+def decisions(results: dict) -> list[str]:
+    """Markdown lines explaining, per task, what a picking / growing / compacting method (CPG,
+    PAE, PackNet, Piggyback) did and why: the accuracy goal and where it came from, each training
+    round with its validation accuracy and the growth decision, each pruning ratio tried with its
+    validation accuracy and the one kept, the retraining, and the weights claimed, released,
+    kept and picked. ``[]`` for runs whose task records hold none of this (other methods)."""
+    tasks = results.get("tasks") or []
+    if not any("growth" in t or "weights" in t for t in tasks):
+        return []
+    out = [f"### Why {results.get('method', 'the method')} did what it did, task by task", ""]
+    for i, t in enumerate(tasks):
+        out.append(f"**Task {i + 1} — {t.get('name', '')}**: final validation accuracy {_pct(t.get('val_accuracy'))} %")
+        out.append(f"- {_goal_text({**t, '_first': i == 0})}")
+        for step in t.get("growth") or []:
+            out.append(f"- trained at {step.get('expansion', 1.0):.2f}x with {_n(step.get('claimed'))} free weights claimed: "
+                       f"validation {_pct(step.get('val_accuracy'))} %, training {_pct(step.get('train_accuracy'))} % → "
+                       f"{step.get('decision', '')}")
+        comp = _compaction_text(t)
+        if comp:
+            out.append(f"- {comp}")
+        rt = t.get("retrain") or {}
+        if rt.get("epochs"):
+            out.append(f"- retrained {rt['epochs']} epoch(s) with fresh picks: "
+                       + ("kept (better validation accuracy)" if rt.get("kept") else "not kept (no better validation accuracy)"))
+        w = t.get("weights")
+        if w:
+            picks = (f"; {_n(w.get('picked'))} of the {_n(w.get('earlier'))} earlier tasks' weights in its slice "
+                     "picked" if w.get("earlier") else "")
+            out.append(f"- weights: {_n(w.get('claimed'))} claimed, {_n(w.get('released'))} released, "
+                       f"{_n(w.get('kept'))} kept{picks}")
+        out.append("")
+    return out[:-1]
 
 
 def _x(v) -> str:
