@@ -40,7 +40,10 @@ def run(benchmark: Union[str, Benchmark] = "digits", method: str = "cpg",
     """Learn ``benchmark`` (a registered name or a :class:`Benchmark`) with ``method``.
 
     ``config`` overrides the preset: a mapping with the keys of ``results.json``'s ``config``,
-    a YAML file path, or a complete :class:`RunConfig`. Returns a :class:`RunResult`. With
+    a YAML file path, or a complete :class:`RunConfig`. A benchmark without the preset (own
+    data: ``image-folder``, ``npz``, a :class:`Benchmark` object) gets the automatic
+    configuration of :mod:`unforget.autoconfig` under ``config`` (not with a :class:`RunConfig`,
+    which is used as it is); its line is printed when ``progress``. Returns a :class:`RunResult`. With
     ``out``, a run already there is refused unless ``resume`` (continue it) or ``overwrite``
     (start over); the folder is locked while the run writes to it.
 
@@ -60,18 +63,31 @@ def run(benchmark: Union[str, Benchmark] = "digits", method: str = "cpg",
                           f"{type(config).__name__} {reprlib.repr(config)}")
     bench_obj = benchmark if isinstance(benchmark, Benchmark) else None
     name = bench_obj.name if bench_obj is not None else str(benchmark)
+    auto = None
+    say = print if progress else (lambda _: None)
     if isinstance(config, RunConfig):
         cfg = config.model_copy(update={"method": method})
     else:
         file = config if isinstance(config, (str, os.PathLike)) else None
         overrides = dict(config) if isinstance(config, Mapping) else None
-        if bench_obj is not None:
+        if bench_obj is not None:  # a Benchmark object has no preset: the automatic configuration sizes it
+            from unforget.autoconfig import auto_config
+
             data = _merge(load_yaml(file) if file else {}, overrides or {})
             cfg = validate(_merge(data, {"benchmark": {"name": name}, "method": method}))
+            auto = auto_config(bench_obj, cfg.device)
+            cfg = validate(_merge(_merge(auto.settings, data), {"benchmark": {"name": name}, "method": method}))
+            auto.note_overrides(cfg)
+            say(auto.reason)
         else:
-            cfg = resolve(name, method, preset_name=preset, config_file=file, overrides=overrides)
+            from unforget.autoconfig import resolve_for_data
+            from unforget.runner import load_benchmark
+
+            cfg, bench_obj, auto = resolve_for_data(name, method, preset_name=preset, config_file=file,
+                                                    overrides=overrides, say=say,
+                                                    load=lambda c: load_benchmark(c, data_root))
     results = _run(cfg, data_root=data_root, out_dir=out, resume=resume, progress=progress, benchmark=bench_obj,
-                   overwrite=overwrite)
+                   overwrite=overwrite, notes={"auto_config": auto.record()} if auto else None)
     learner = results.pop("_learner")
     res = RunResult(results)
     res.learner, res.model = learner, learner.model

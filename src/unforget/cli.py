@@ -23,6 +23,7 @@ EPILOG = """examples:
   unforget run --benchmark split-cifar10 --method cpg --data-root ../shared/data
   unforget run --benchmark split-cifar10 --method finetune --epochs 2 --width 0.25
   unforget run --benchmark split-cifar100 --method cpg --preset paper --device cuda
+  unforget run --benchmark image-folder --data-root myimages/   # own data: settings sized to it, printed
   unforget run --benchmark split-cifar10 --method cpg --out runs/c10 --resume   # continue after a stop
   unforget run --benchmark split-cifar10 --method cpg --out runs/c10 --overwrite  # start that run over
   unforget compare --benchmark split-cifar10 --methods cpg,packnet,scratch,finetune --data-root ../shared/data
@@ -33,8 +34,11 @@ EPILOG = """examples:
   unforget export runs/digits --task 2 --format onnx --out task2.onnx   # ship one task
 
 Results: OUT/results.json (accuracy matrix R[i][j] = test accuracy on task j after learning
-task i, average accuracy, BWT, model size, Exp., Red.), OUT/report.md, and a checkpoint
-OUT/checkpoint.safetensors written after every task. A folder holding a run is never overwritten
+task i, average accuracy, BWT, model size, Exp., Red.), OUT/report.md (with, for CPG, why each
+task was grown, compacted and retrained), OUT/log.csv (one row per training epoch: task, phase,
+loss, train/val accuracy, lr, pruning ratio, seconds; --log tensorboard adds OUT/tensorboard/),
+and a checkpoint OUT/checkpoint.safetensors written after every task. Progress: bars on a
+terminal, one plain line per epoch with ETAs when piped to a file. A folder holding a run is never overwritten
 unless --overwrite is given; one process at a time writes to it (OUT/.lock).
 """
 
@@ -47,7 +51,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", help="YAML file overriding the preset (same keys as results.json's config)")
     p.add_argument("--preset", default="cpu", choices=list(PRESETS),
                    help="hyper-parameter preset: cpu (a 2-core machine finishes in minutes), full (split-cifar10 on "
-                        "all images, about half an hour per method on 2 cores) or paper (published settings)")
+                        "all images, about half an hour per method on 2 cores) or paper (published settings). Own data "
+                        "(image-folder, npz) has no preset: an automatic configuration sized to the data and the "
+                        "device is chosen and printed (one line); flags and --config override it")
     p.add_argument("--data-root", help="folder holding the datasets (default: $UNFORGET_DATA_ROOT or ./data)")
     p.add_argument("--download", action="store_true", help="download missing official archives (needs internet)")
     p.add_argument("--out", "-o", help="output folder (default: runs/BENCHMARK-METHOD)")
@@ -60,7 +66,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="learning rate of the weights")
     p.add_argument("--seed", type=int, help="seed of initialisation, batch order and augmentation")
     p.add_argument("--device", help="cpu (default), cuda, cuda:N or mps")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or per-epoch lines")
+    p.add_argument("--log", action="append", choices=["tensorboard"], default=[],
+                   help="besides OUT/log.csv (one row per training epoch, always written): tensorboard writes event "
+                        "files to OUT/tensorboard/ (needs pip install 'unforget[tensorboard]')")
+    _threads(p)
+
+
+def _threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="PyTorch CPU threads (torch.set_num_threads; default: PyTorch's, usually the core count). "
+                        "Recorded in results.json: bit-exact reloads and resumes need the same count")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,6 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     lr.add_argument("--data-root", help="where the run's benchmark data is, to re-evaluate its tasks")
     lr.add_argument("--device", help="cpu (default) or cuda")
     lr.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    lr.add_argument("--log", action="append", choices=["tensorboard"], default=[],
+                    help="also write TensorBoard event files to MODEL_DIR/tensorboard/ (OUT/log.csv is always appended)")
+    _threads(lr)
     pr = sub.add_parser("predict", help="classify raw files (images, or an .npz of raw arrays) with one learned task",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
                         description="Classify raw inputs with task T: image files of any size and format are "
@@ -141,6 +160,7 @@ def _served_task(p: argparse.ArgumentParser) -> None:
     """The arguments naming one learned task of a trained model (`predict`, `export`)."""
     p.add_argument("model_dir", help="folder of a run (holds checkpoint.safetensors)")
     p.add_argument("--task", "-t", type=int, required=True, help="task id (1-based)")
+    _threads(p)
 
 
 def _overrides(a: argparse.Namespace) -> dict:
@@ -171,13 +191,16 @@ def _list() -> None:
 
 
 def _run(a: argparse.Namespace) -> None:
-    from unforget.config import resolve
-    from unforget.runner import run
+    from unforget.autoconfig import resolve_for_data
+    from unforget.runner import load_benchmark, run
 
-    cfg = resolve(a.benchmark, a.method, preset_name=a.preset, config_file=a.config, overrides=_overrides(a))
+    cfg, bench, auto = resolve_for_data(a.benchmark, a.method, preset_name=a.preset, config_file=a.config,
+                                        overrides=_overrides(a),
+                                        load=lambda c: load_benchmark(c, a.data_root, a.download))
     out = a.out_dir = a.out or f"runs/{cfg.benchmark.name}-{cfg.method}"
     results = run(cfg, data_root=a.data_root, out_dir=out, resume=a.resume, progress=not a.quiet, download=a.download,
-                  overwrite=a.overwrite)
+                  overwrite=a.overwrite, benchmark=bench, log=("csv", *a.log),
+                  notes={"auto_config": auto.record()} if auto else None)
     from unforget.evaluation import markdown_report
 
     print(markdown_report(results))
@@ -190,7 +213,7 @@ def _compare(a: argparse.Namespace) -> None:
     bench = a.benchmark or "digits"
     out = a.out or f"runs/compare-{bench}"
     compare(bench, a.methods.split(","), out, preset=a.preset, config_file=a.config, overrides=_overrides(a),
-            data_root=a.data_root, download=a.download, progress=not a.quiet)
+            data_root=a.data_root, download=a.download, progress=not a.quiet, log=("csv", *a.log))
     print(Path(out, "report.md").read_text())
     print(f"report: {out}/report.md (figures beside it); per-method results: {out}/METHOD/results.json")
 
@@ -229,7 +252,7 @@ def _learn(a: argparse.Namespace) -> None:
     from unforget.lifelong import learn_task
 
     results = learn_task(a.model_dir, a.data, name=a.name, data_root=a.data_root, device=a.device,
-                         progress=not a.quiet)
+                         progress=not a.quiet, log=("csv", *a.log))
     row = results["accuracy_matrix"][-1]
     cells = ", ".join("not re-evaluated" if v is None else f"{100 * v:.2f} %" for v in row)
     print(f"task {len(row)} learned; test accuracy per task now: {cells}")
@@ -277,6 +300,19 @@ def _export(a: argparse.Namespace) -> None:
     print(f"task {a.task} ({learner.tasks[a.task - 1]['name']}) written to {path} ({a.format})")
 
 
+def _set_threads(n: Optional[int]) -> None:
+    """``torch.set_num_threads(n)`` for ``--threads N``."""
+    if n is None:
+        return
+    from unforget.errors import ConfigError
+
+    if n < 1:
+        raise ConfigError(f"--threads must be at least 1, got {n}")
+    import torch
+
+    torch.set_num_threads(n)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``unforget``; returns the exit status: 0 ok, 2 a user error (one line
     ``unforget: error: ...`` on stderr, no traceback), 130 interrupted (Ctrl-C, one line)."""
@@ -287,6 +323,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             argv = ["run"]
         parser = _parser()
         a = parser.parse_args(argv)
+        _set_threads(getattr(a, "threads", None))
         if a.command == "list":
             _list()
         elif a.command == "run":

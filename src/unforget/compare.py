@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from unforget.atomic import remove_stale_temps, write_atomic
-from unforget.config import RunConfig, resolve, same_run
+from unforget.autoconfig import resolve_for_data
+from unforget.config import RunConfig, same_run
 from unforget.methods import get_method
 from unforget.methods.base import method_options
 from unforget.errors import ConfigError, RunFolderError
@@ -17,14 +18,22 @@ from unforget.checkpoint import CHECKPOINT, check_run_checkpoint, load_checkpoin
 from unforget.runfolder import locked
 
 
-def write_report(folder: str | Path, plots: bool = True) -> Path:
+def write_report(folder: str | Path, plots: bool = True, say: Callable[[str], None] = print) -> Path:
     """(Re)build ``folder/report.md`` and the PNG figures from ``folder/*/results.json``,
-    without training. Returns the report's path."""
-    from unforget.evaluation.plots import all_plots
-
+    without training. Returns the report's path. A figure that cannot be drawn (no matplotlib,
+    a plotting error) costs only the figures: ``say`` gets one line why, and the report is
+    written without them."""
     folder = Path(folder)
     runs = load_results(folder)
-    files = all_plots(runs, folder) if plots else []
+    files: list[str] = []
+    if plots:
+        try:
+            from unforget.evaluation.plots import all_plots
+
+            files = all_plots(runs, folder)
+        except Exception as e:  # noqa: BLE001 - figures are never worth the results
+            say(f"figures skipped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); the report "
+                "has the tables; redraw with `unforget report FOLDER` once fixed")
     return write_atomic(folder / "report.md", comparison_report(runs, files))
 
 
@@ -65,14 +74,17 @@ def plan(config: RunConfig, folder: Path, n_tasks: int) -> tuple[str, str]:
 def compare(benchmark: str, methods: Sequence[str], out: str | Path, *, preset: str = "cpu",
             config_file: Optional[str] = None, overrides: Optional[dict] = None, data_root: Optional[str] = None,
             download: bool = False, progress: bool = True, plots: bool = True,
-            say: Callable[[str], None] = print) -> dict[str, dict]:
+            say: Callable[[str], None] = print, log: Sequence[str] = ("csv",)) -> dict[str, dict]:
     """Run each of ``methods`` on ``benchmark`` into ``out/<method>/`` and write the report.
 
     A method whose finished ``results.json`` (same configuration) is already there is not run
     again; one with a checkpoint of the same configuration resumes from its last finished task;
     one made with another configuration starts over (:func:`plan`). ``say`` gets one line per
-    method telling which and why. ``out`` is locked (``OUT/.lock``) for the whole comparison.
+    method ("method 2/6: pae: runs (...)") telling which and why, also when ``progress`` is off,
+    and the automatic configuration's line on own data (:mod:`unforget.autoconfig`; the same
+    settings for every method). ``out`` is locked (``OUT/.lock``) for the whole comparison.
     The benchmark is built once, so every method sees the same tasks, splits and class order.
+    ``log``: the training logs of each method's folder (``runner.run``).
 
     Raises:
         ConfigError: empty or repeated method list; CheckpointError: a damaged checkpoint (never
@@ -84,26 +96,36 @@ def compare(benchmark: str, methods: Sequence[str], out: str | Path, *, preset: 
     if len(set(methods)) != len(methods):
         raise ConfigError(f"--methods lists a method twice: {','.join(methods)}")
     out = Path(out)
-    configs = {m: resolve(benchmark, m, preset_name=preset, config_file=config_file, overrides=overrides)
-               for m in methods}
+    built: dict = {}
+
+    def load(cfg: RunConfig):
+        if "bench" not in built:
+            built["bench"] = load_benchmark(cfg, data_root, download)
+        return built["bench"]
+
+    configs, auto = {}, None
+    for m in methods:
+        configs[m], _, a = resolve_for_data(benchmark, m, preset_name=preset, config_file=config_file,
+                                            overrides=overrides, load=load, say=say if auto is None else (lambda _: None))
+        auto = auto or a
     for m, cfg in configs.items():  # validate every method and its options before training anything
         method_options(cfg, get_method(m).Options, m)
     with locked(out):
         remove_stale_temps(out)
-        bench = load_benchmark(configs[methods[0]], data_root, download)
+        bench = load(configs[methods[0]])
         write_atomic(out / "compare.json", json.dumps({"benchmark": bench.name, "methods": methods}, indent=2))
         results: dict[str, dict] = {}
-        for m in methods:
+        for i, m in enumerate(methods, 1):
             cfg, mdir = configs[m], out / m
             action, why = plan(cfg, mdir, len(bench))
-            say(f"compare: {m}: {action} ({why})")
+            say(f"method {i}/{len(methods)}: {m}: {action} ({why})")
             if action == "reuses":
                 results[m] = json.loads((mdir / "results.json").read_text())
                 continue
             r = run(cfg, out_dir=mdir, resume=action == "resumes", overwrite=action == "redoes", progress=progress,
-                    benchmark=bench)
+                    benchmark=bench, log=log, notes={"auto_config": auto.record()} if auto else None)
             r.pop("_learner", None)
             results[m] = r
             write_results(mdir, r)
-        write_report(out, plots=plots)
+        write_report(out, plots=plots, say=say)
     return results

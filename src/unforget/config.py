@@ -1,8 +1,10 @@
 """Run configuration: pydantic models, YAML presets and their resolution order.
 
-Resolution (later wins): built-in defaults < the benchmark's preset (``cpu`` or ``paper``) <
-``--config FILE`` < command-line flags. Unknown keys anywhere, a key given twice in one YAML
-mapping and values out of range are a :class:`ConfigError` (one line).
+Resolution (later wins): built-in defaults < the benchmark's preset (``cpu``, ``full`` or
+``paper``; own data, which has none, gets the automatic configuration of
+:mod:`unforget.autoconfig` instead) < ``--config FILE`` < command-line flags. Unknown keys
+anywhere, a key given twice in one YAML mapping and values out of range are a
+:class:`ConfigError` (one line).
 """
 from __future__ import annotations
 
@@ -234,6 +236,11 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def has_preset(benchmark: str, name: str) -> bool:
+    """Whether ``benchmark`` has a built-in ``name`` preset (own data has none)."""
+    return (resources.files("unforget") / "presets" / f"{benchmark}.{name}.yaml").is_file()
+
+
 def preset(benchmark: str, name: str = "cpu") -> dict:
     """The preset mapping for ``benchmark``: ``{}`` for the default ``cpu`` preset of a benchmark
     that has none (own data); raises :class:`ConfigError` for any other preset the benchmark
@@ -244,7 +251,7 @@ def preset(benchmark: str, name: str = "cpu") -> dict:
     if not f.is_file():
         if name == "cpu":
             return {}
-        have = [p for p in PRESETS if (resources.files("unforget") / "presets" / f"{benchmark}.{p}.yaml").is_file()]
+        have = [p for p in PRESETS if has_preset(benchmark, p)]
         raise ConfigError(f"benchmark '{benchmark}' has no '{name}' preset; it has: {', '.join(have) or 'none (defaults only)'}")
     return parse_yaml(f.read_text(), f"preset {benchmark}.{name}") or {}
 
@@ -269,8 +276,10 @@ def validate(data: dict, source: str = "config") -> RunConfig:
 
 
 def resolve(benchmark: Optional[str] = None, method: Optional[str] = None, *, preset_name: str = "cpu",
-            config_file: Optional[str | Path] = None, overrides: Optional[dict] = None) -> RunConfig:
-    """Resolve a run configuration: defaults < preset < config file < ``overrides``.
+            config_file: Optional[str | Path] = None, overrides: Optional[dict] = None,
+            auto: Optional[dict] = None) -> RunConfig:
+    """Resolve a run configuration: defaults < preset < ``auto`` (the automatic configuration
+    of own data, :mod:`unforget.autoconfig`) < config file < ``overrides``.
 
     The benchmark whose preset is used is, by priority, ``benchmark``, the config file's
     ``benchmark.name``, or the default (``digits``).
@@ -282,7 +291,7 @@ def resolve(benchmark: Optional[str] = None, method: Optional[str] = None, *, pr
     file_data = load_yaml(config_file) if config_file else {}
     file_bench = file_data.get("benchmark")
     bname = benchmark or (file_bench.get("name") if isinstance(file_bench, dict) else None) or BenchmarkConfig().name
-    data = _merge(preset(bname, preset_name), file_data)
+    data = _merge(_merge(preset(bname, preset_name), auto or {}), file_data)
     if file_data:
         validate(data, str(config_file))  # the file's mistakes (e.g. unknown keys) are reported against it
     data = _merge(data, overrides or {})
