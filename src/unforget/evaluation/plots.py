@@ -1,4 +1,4 @@
-"""Figures of a comparison (PNG, matplotlib's Agg backend; matplotlib is an optional extra)."""
+"""Figures of a comparison (PNG, matplotlib's Agg backend)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,7 +21,7 @@ def _plt():
 
 
     except ImportError:
-        raise UnforgetError("plots need matplotlib: pip install 'unforget[plots]'") from None
+        raise UnforgetError("plots need matplotlib (a dependency of unforget): pip install matplotlib") from None
     return plt
 
 
@@ -30,6 +30,55 @@ def _save(plt, fig, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+LINESTYLES = ("-", "--", "-.", ":")
+MAX_LINES = 8
+"""At most this many lines share one panel; more are split into panels."""
+
+
+def _style(i: int, n: int) -> dict:
+    """Line style of series ``i`` of ``n``: its own colour, marker and dash, so that series that
+    lie on top of each other stay distinguishable."""
+    return {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)], "ls": LINESTYLES[(i // 10) % len(LINESTYLES)],
+            "ms": 4, "lw": 1.2, "alpha": 0.9}
+
+
+def _offset(i: int, n: int, spread: float = 0.24) -> float:
+    """A small horizontal offset of series ``i`` of ``n`` (in tasks), so that equal values of
+    several series sit side by side instead of hiding each other."""
+    return 0.0 if n <= 1 else spread * (i / (n - 1) - 0.5)
+
+
+def _chunks(items: list, size: int = MAX_LINES) -> list[list]:
+    """``items`` in consecutive groups of at most ``size``, as even as possible."""
+    if not items:
+        return []
+    k = -(-len(items) // size)
+    per = -(-len(items) // k)
+    return [items[i:i + per] for i in range(0, len(items), per)]
+
+
+VGG16_CONVS = [f"conv{b}_{i}" for b, n in enumerate((2, 2, 3, 3, 3), 1) for i in range(1, n + 1)]
+
+
+def layer_labels(results: dict, names: list[str]) -> dict[str, str]:
+    """Readable names of a run's weighted layers for figures: VGG16's ``conv1_1 .. conv5_3``,
+    ``fc6``, ``fc7`` (Simonyan & Zisserman 2015's names) for the zoo's ``vgg16_bn`` /
+    ``vgg16_bn_light``, ``fc1, fc2, ...`` for ``mlp``; other networks keep their module names
+    (``layer1.0.conv1``). ``names`` are the module names in network order."""
+    model = ((results.get("config") or {}).get("model") or {}).get("name")
+    if model in ("vgg16_bn", "vgg16_bn_light") and len(names) >= len(VGG16_CONVS):
+        extra = [f"fc{6 + i}" for i in range(len(names) - len(VGG16_CONVS))]
+        return dict(zip(names, VGG16_CONVS + extra))
+    if model == "mlp" and all(n.startswith("features.") for n in names):
+        return {n: f"fc{i + 1}" for i, n in enumerate(names)}
+    return {n: n for n in names}
+
+
+def _title(results: dict, what: str) -> str:
+    return f"{results.get('benchmark', '')} · {results.get('method', '')}: {what}"
 
 
 def _tasks_axis(ax, ylabel: str, title: str, legend_size: int) -> None:
@@ -43,7 +92,9 @@ def _tasks_axis(ax, ylabel: str, title: str, legend_size: int) -> None:
 
 
 def accuracy_heatmap(name: str, results: dict, path: Path) -> Path:
-    """Heat map of the accuracy matrix R[i, j] (%) of one run."""
+    """Heat map of the accuracy matrix R[i, j] (%) of one run, one decimal per cell, the colour
+    scale fitted to the values shown (so that 98.9 and 100 differ), titled with the benchmark
+    and the method."""
     import numpy as np
 
     plt = _plt()
@@ -52,56 +103,89 @@ def accuracy_heatmap(name: str, results: dict, path: Path) -> Path:
     M = np.full((K, K), np.nan)
     for i, row in enumerate(R):
         M[i, : len(row)] = [np.nan if v is None else 100 * v for v in row]  # None: task not tested
-    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * K, 1.0 + 0.5 * K))
-    im = ax.imshow(M, vmin=0, vmax=100, cmap="viridis")
+    seen = M[~np.isnan(M)]
+    lo, hi = (float(seen.min()), float(seen.max())) if seen.size else (0.0, 100.0)
+    if hi - lo < 1.0:  # (almost) one value: a 1-point window around it
+        lo, hi = hi - 1.0, hi
+    fig, ax = plt.subplots(figsize=(1.8 + 0.62 * K, 1.3 + 0.5 * K))
+    im = ax.imshow(M, vmin=lo, vmax=hi, cmap="viridis")
     for i in range(K):
         for j in range(i + 1):
-            ax.text(j, i, f"{M[i, j]:.0f}", ha="center", va="center", fontsize=7,
-                    color="white" if M[i, j] < 60 else "black")
+            if np.isnan(M[i, j]):
+                ax.text(j, i, "—", ha="center", va="center", fontsize=7)
+                continue
+            dark = (M[i, j] - lo) / (hi - lo) < 0.55
+            ax.text(j, i, f"{M[i, j]:.1f}", ha="center", va="center", fontsize=7 if K < 12 else 5,
+                    color="white" if dark else "black")
     ax.set_xticks(range(K), [f"T{j + 1}" for j in range(K)], fontsize=7)
     ax.set_yticks(range(K), [f"after T{i + 1}" for i in range(K)], fontsize=7)
-    ax.set_title(f"{name}: test accuracy R[i, j] (%)", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(_title({**results, "method": name}, "test accuracy R[i, j] (%)"), fontsize=9)
+    cb = fig.colorbar(im, ax=ax, fraction=0.046)
+    cb.ax.tick_params(labelsize=7)
+    cb.set_label(f"% (scale {lo:.1f}–{hi:.1f})", fontsize=7)
     return _save(plt, fig, path)
 
 
 def accuracy_over_sequence(runs: dict[str, dict], path: Path) -> Path:
-    """Each task's accuracy as later tasks are learned, one panel per method (CPG paper, Fig. 2)."""
+    """Each task's accuracy as later tasks are learned, one panel per method (CPG paper, Fig. 2):
+    each task its own colour, marker and small horizontal offset (equal accuracies sit side by
+    side), a legend on every panel, the benchmark in the title."""
     plt = _plt()
     n = len(runs)
     cols = min(3, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharey=True)
+    K_max = max((len(r["accuracy_matrix"]) for r in runs.values()), default=1)
+    legend_w = 0.7 if K_max <= 12 else 1.2
+    fig, axes = plt.subplots(rows, cols, figsize=((4.2 + legend_w) * cols, 3.4 * rows + 0.4), squeeze=False,
+                             sharey=True)
     for ax, (name, r) in zip(axes.flat, runs.items()):
         R = r["accuracy_matrix"]
         K = len(R)
+        cmap = plt.get_cmap("viridis") if K > 10 else None  # many tasks: early to late as dark to light
         for j in range(K):
-            ax.plot(range(j + 1, K + 1), [float("nan") if R[i][j] is None else 100 * R[i][j] for i in range(j, K)],
-                    marker="o", ms=3, label=f"T{j + 1}")
+            style = _style(j, K)
+            if cmap is not None:
+                style.update(color=cmap(j / max(1, K - 1) * 0.9), ms=2.5)
+            ax.plot([x + _offset(j, K) for x in range(j + 1, K + 1)],
+                    [float("nan") if R[i][j] is None else 100 * R[i][j] for i in range(j, K)],
+                    label=f"T{j + 1}", **style)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("tasks learned")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=1 if K <= 12 else 2, title="task", title_fontsize=6, loc="upper left",
+                  bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, handlelength=2.5)
     for ax in axes.flat[n:]:
         ax.axis("off")
-    axes[0][0].set_ylabel("test accuracy (%)")
-    axes[0][0].legend(fontsize=6, ncol=2)
+    for row in axes:
+        row[0].set_ylabel("test accuracy (%)")
+    bench = next(iter(runs.values())).get("benchmark", "") if runs else ""
+    fig.suptitle(f"{bench}: each task's test accuracy as later tasks are learned", fontsize=10)
     return _save(plt, fig, path)
 
 
 def capacity_plot(name: str, results: dict, path: Path) -> Path | None:
-    """Share of each layer in use after each task (CLNP Figs. 3, 5b); ``None`` without data."""
+    """Share of each layer in use after each task (CLNP Figs. 3, 5b), with readable layer names
+    (:func:`layer_labels`) and at most :data:`MAX_LINES` layers per panel; ``None`` without data."""
     per_task = [t.get("capacity") for t in results["tasks"]]
     if not any(per_task):
         return None
     plt = _plt()
     layers = list(next(c for c in per_task if c))
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for layer in layers:
-        ax.plot(range(1, len(per_task) + 1), [100 * c[layer] if c and c.get(layer) is not None else float("nan")
-                                              for c in per_task], marker="o", ms=3, label=layer)
-    ax.set_ylim(0, 105)
-    _tasks_axis(ax, "layer capacity in use (%)", f"{name}: capacity used per layer", 6)
+    labels = layer_labels(results, layers)
+    groups = _chunks(layers)
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 3.8), squeeze=False, sharey=True)
+    x0 = range(1, len(per_task) + 1)
+    for ax, group in zip(axes[0], groups):
+        for i, layer in enumerate(group):
+            dx = _offset(i, len(group), 0.2)
+            ax.plot([x + dx for x in x0], [100 * c[layer] if c and c.get(layer) is not None else float("nan")
+                                           for c in per_task], label=labels[layer], **_style(i, len(group)))
+        ax.set_ylim(0, 105)
+        first, last = labels[group[0]], labels[group[-1]]
+        _tasks_axis(ax, "layer capacity in use (%)" if ax is axes[0][0] else "",
+                    f"layers {first} – {last}" if len(groups) > 1 else "every weighted layer", 7)
+    fig.suptitle(_title({**results, "method": name}, "share of each layer's weights in use"), fontsize=10)
     return _save(plt, fig, path)
 
 
@@ -109,12 +193,15 @@ def model_size_plot(runs: dict[str, dict], path: Path) -> Path:
     """Model size (MiB) needed to serve all tasks so far, against the number of tasks."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for name, r in runs.items():
+    n = len(runs)
+    for i, (name, r) in enumerate(runs.items()):
         sizes = [t.get("model_size_bytes") for t in r["tasks"]]
         if any(s is None for s in sizes):
             continue
-        ax.plot(range(1, len(sizes) + 1), [s / 2**20 for s in sizes], marker="o", ms=3, label=name)
-    _tasks_axis(ax, "model size (MiB)", "model size against number of tasks", 7)
+        ax.plot([x + _offset(i, n, 0.2) for x in range(1, len(sizes) + 1)], [s / 2**20 for s in sizes], label=name,
+                **_style(i, n))
+    bench = next(iter(runs.values())).get("benchmark", "") if runs else ""
+    _tasks_axis(ax, "model size (MiB)", f"{bench}: model size to serve every task learned", 7)
     return _save(plt, fig, path)
 
 
@@ -134,7 +221,8 @@ def expansion_plot(runs: dict[str, dict], path: Path) -> Path | None:
         ax.plot(x, [e for e, _ in s], marker="o", ms=3, color=color, label=f"{name} Exp.")
         ax.plot(x, [f for _, f in s], marker="s", ms=3, ls="--", color=color, label=f"{name} Red.")
     ax.set_ylim(bottom=0)
-    _tasks_axis(ax, "x original network's weights", "expansion (Exp.) and released weights left (Red.)", 6)
+    bench = next(iter(runs.values())).get("benchmark", "") if runs else ""
+    _tasks_axis(ax, "x original network's weights", f"{bench}: expansion (Exp.) and released weights left (Red.)", 6)
     return _save(plt, fig, path)
 
 
@@ -167,6 +255,7 @@ def unit_capacity_plot(results: dict, path: Union[str, Path]) -> Path:
         tasks = info["per_task"]["task"]
         ax1.plot(tasks, info["per_task"]["used_share"], marker="o", label=g)
         ax2.plot(tasks[1:], info["per_task"]["reused_share"][1:], marker="o", label=g)
+    fig.suptitle(f"{results.get('benchmark', '')} · {results.get('method', 'clnp')}: units per layer", fontsize=10)
     ax1.set(xlabel="task", ylabel="share of units in use", title="capacity used", ylim=(0, 1.05))
     ax2.set(xlabel="task", ylabel="share of earlier units reused", title="reuse", ylim=(0, 1.05))
     for ax in (ax1, ax2):
