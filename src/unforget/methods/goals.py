@@ -105,9 +105,10 @@ class GoalSetter:
             the parent task of each chain, for ``fine-*``), filled by :meth:`after_training`:
             ``reference`` is the list of reference accuracies in [0, 1] the goal derives from
             (one per repeat for ``fine-*``; ``[own unpruned accuracy]`` for ``tolerance`` and
-            the first ``scratch`` task; ``[]`` for ``explicit``).
-        finetune_model: always ``None``; kept only so that engines written for the former
-            single-chain ``finetune`` source still run (to be removed).
+            the first ``scratch`` task; ``[]`` for ``explicit``); ``chance``: the task's chance
+            level (:func:`chance_level`); ``fallback`` (only when the reference did not learn):
+            why, with ``reference`` then the task's own unpruned accuracy and the set-aside one in
+            ``unused_reference``; ``warning`` when the task's own network stayed at chance.
     """
 
     def __init__(self, method, source: GoalSource, tolerance: float = 0.0, goals: Optional[list[float]] = None,
@@ -139,7 +140,6 @@ class GoalSetter:
             [FinetuneChain(method, repeat=r, lr=finetune_lr) for r in range(repeats)]
             if source in ("fine-avg", "fine-max") else [])
         self.records: dict[int, dict] = {}
-        self.finetune_model = None  # compatibility only, see the class doc
         self._pending: Optional[dict] = None
 
     def before(self, task: Task) -> Optional[float]:
