@@ -90,7 +90,24 @@ def test_own_data_run_prints_and_records_the_choice_and_keeps_the_users_flags(ca
     assert res["auto_config"]["overridden"] == {"train.epochs": 2}
     assert res["config"]["model"] == {"name": "mlp", "width": 0.1} and res["config"]["train"]["epochs"] == 2
     assert res["config"]["train"]["batch_size"] == 32
+    assert res["config"]["train"]["lr_milestones"] == [1]  # the decay follows the user's 2 epochs
     assert "Automatic configuration for own data" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_the_learning_rate_decay_follows_the_epochs_unless_the_user_sets_it(tmp_path):
+    from unforget.autoconfig import decay_milestones, resolve_for_data
+
+    assert decay_milestones(11) == [6, 9] and decay_milestones(2) == [1] and decay_milestones(1) == []
+    bench = _bench((3, 32, 32), n_train=288, n_val=32)
+    cfg, _, auto = resolve_for_data("npz", "cpg", load=lambda c: bench, say=lambda _: None)
+    assert cfg.train.lr_milestones == decay_milestones(cfg.train.epochs) and "lr x0.1 at epochs" in auto.reason
+    f = tmp_path / "mine.yaml"
+    f.write_text("train: {lr_milestones: []}\n")
+    cfg, _, auto = resolve_for_data("npz", "cpg", config_file=f, load=lambda c: bench, say=lambda _: None)
+    assert cfg.train.lr_milestones == [] and auto.overridden == {"train.lr_milestones": []}
+    cfg, _, _ = resolve_for_data("npz", "cpg", overrides={"train": {"epochs": 5}}, load=lambda c: bench,
+                                 say=lambda _: None)
+    assert cfg.train.lr_milestones == [2, 4]
 
 
 def test_builtin_benchmarks_keep_their_presets(capsys, tmp_path):

@@ -77,7 +77,7 @@ def run(benchmark: Union[str, Benchmark] = "digits", method: str = "cpg",
             cfg = validate(_merge(data, {"benchmark": {"name": name}, "method": method}))
             auto = auto_config(bench_obj, cfg.device)
             cfg = validate(_merge(_merge(auto.settings, data), {"benchmark": {"name": name}, "method": method}))
-            auto.note_overrides(cfg)
+            cfg = auto.finish(cfg, "lr_milestones" in (data.get("train") or {}))
             say(auto.reason)
         else:
             from unforget.autoconfig import resolve_for_data
