@@ -127,9 +127,9 @@ def test_growth_restarts_from_the_state_before_the_task(monkeypatch):
     starts = []
     orig = m._train_task
 
-    def spy(task):
+    def spy(task, **kw):
         starts.append({n: l.weight.detach().clone() for n, l in weighted_layers(m.model)})
-        return orig(task)
+        return orig(task, **kw)
 
     monkeypatch.setattr(m, "_train_task", spy)
     rec = m.learn(bench.tasks[1])

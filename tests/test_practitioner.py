@@ -240,3 +240,20 @@ def test_api_sizes_a_benchmark_object_under_the_users_settings(tmp_path):
     res = unforget.run(bench, "scratch", {"train": {"epochs": 1}}, progress=False)
     assert res["auto_config"]["settings"]["model"] == {"name": "mlp", "width": 0.1}
     assert res["config"]["model"]["width"] == 0.1 and res["config"]["train"]["epochs"] == 1
+
+
+def test_figure_layer_names_and_panels():
+    from unforget.evaluation.plots import MAX_LINES, _chunks, layer_labels
+
+    vgg = [f"features.{i}" for i in (0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40, 46, 48)]
+    labels = layer_labels({"config": {"model": {"name": "vgg16_bn"}}}, vgg)
+    assert [labels[n] for n in vgg] == ["conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
+                                        "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3", "fc6", "fc7"]
+    res = ["features.0", "features.3.conv1", "features.3.conv2", "features.5.conv1", "features.5.shortcut.0"]
+    assert list(layer_labels({"config": {"model": {"name": "resnet18"}}}, res).values()) == \
+        ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer2.0.conv1", "layer2.0.downsample"]
+    assert layer_labels({"config": {"model": {"name": "mlp"}}}, ["features.1", "features.3"]) == \
+        {"features.1": "fc1", "features.3": "fc2"}
+    assert layer_labels({}, ["fc1", "fc2"]) == {"fc1": "fc1", "fc2": "fc2"}
+    groups = _chunks(vgg)
+    assert sum(groups, []) == vgg and all(len(g) <= MAX_LINES for g in groups) and len(groups) == 2

@@ -67,7 +67,9 @@ def test_overwrite_removes_the_previous_run_only(tmp_path, monkeypatch):
         _stop_before_training(mp)
         with pytest.raises(RuntimeError, match="stopped"):
             _run(tmp_path, overwrite=True)
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".lock") == ["notes.txt"]
+    # the old run's files are gone; the new run's training log was opened (its header only)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".lock") == ["log.csv", "notes.txt"]
+    assert len((tmp_path / "log.csv").read_text().splitlines()) == 1
     res = _run(tmp_path)
     assert json.loads((tmp_path / "results.json").read_text())["accuracy_matrix"] == res["accuracy_matrix"]
     assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -66,15 +66,35 @@ VGG16_CONVS = [f"conv{b}_{i}" for b, n in enumerate((2, 2, 3, 3, 3), 1) for i in
 def layer_labels(results: dict, names: list[str]) -> dict[str, str]:
     """Readable names of a run's weighted layers for figures: VGG16's ``conv1_1 .. conv5_3``,
     ``fc6``, ``fc7`` (Simonyan & Zisserman 2015's names) for the zoo's ``vgg16_bn`` /
-    ``vgg16_bn_light``, ``fc1, fc2, ...`` for ``mlp``; other networks keep their module names
-    (``layer1.0.conv1``). ``names`` are the module names in network order."""
+    ``vgg16_bn_light``, ``fc1, fc2, ...`` for ``mlp``, torchvision's ``conv1``,
+    ``layer1.0.conv1``, ``layer2.0.downsample`` for ``resnet18``; other networks keep their module
+    names. ``names`` are the module names in network order."""
     model = ((results.get("config") or {}).get("model") or {}).get("name")
     if model in ("vgg16_bn", "vgg16_bn_light") and len(names) >= len(VGG16_CONVS):
         extra = [f"fc{6 + i}" for i in range(len(names) - len(VGG16_CONVS))]
         return dict(zip(names, VGG16_CONVS + extra))
     if model == "mlp" and all(n.startswith("features.") for n in names):
         return {n: f"fc{i + 1}" for i, n in enumerate(names)}
+    if model == "resnet18" and all(n.startswith("features.") for n in names):
+        return _resnet_labels(names)
     return {n: n for n in names}
+
+
+def _resnet_labels(names: list[str]) -> dict[str, str]:
+    """The zoo ResNet-18's ``features.0`` / ``features.K.conv1`` / ``features.K.shortcut.0`` as
+    torchvision names it: ``conv1``, ``layer{stage}.{block}.conv1``, ``layer{stage}.{block}.downsample``
+    (two blocks per stage, blocks in network order)."""
+    blocks = sorted({int(n.split(".")[1]) for n in names if n.count(".") >= 2})
+    out = {}
+    for n in names:
+        parts = n.split(".")
+        if len(parts) == 2:
+            out[n] = "conv1"
+            continue
+        i = blocks.index(int(parts[1]))
+        rest = "downsample" if parts[2] == "shortcut" else ".".join(parts[2:])
+        out[n] = f"layer{i // 2 + 1}.{i % 2}.{rest}"
+    return out
 
 
 def _title(results: dict, what: str) -> str:
