@@ -249,9 +249,10 @@ def test_figure_layer_names_and_panels():
     labels = layer_labels({"config": {"model": {"name": "vgg16_bn"}}}, vgg)
     assert [labels[n] for n in vgg] == ["conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
                                         "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3", "fc6", "fc7"]
-    res = ["features.0", "features.3.conv1", "features.3.conv2", "features.5.conv1", "features.5.shortcut.0"]
+    res = ["features.0", "features.3.conv1", "features.3.conv2", "features.4.conv1", "features.5.conv1",
+           "features.5.shortcut.0"]
     assert list(layer_labels({"config": {"model": {"name": "resnet18"}}}, res).values()) == \
-        ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer2.0.conv1", "layer2.0.downsample"]
+        ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer2.0.conv1", "layer2.0.downsample"]
     assert layer_labels({"config": {"model": {"name": "mlp"}}}, ["features.1", "features.3"]) == \
         {"features.1": "fc1", "features.3": "fc2"}
     assert layer_labels({}, ["fc1", "fc2"]) == {"fc1": "fc1", "fc2": "fc2"}
