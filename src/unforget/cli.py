@@ -190,17 +190,31 @@ def _list() -> None:
             print(f"  {k:<18} {v}")
 
 
+def _is_main_process() -> bool:
+    """Whether this process prints: not one of torchrun's processes other than rank 0."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _say(text: str) -> None:
+    if _is_main_process():
+        print(text)
+
+
 def _run(a: argparse.Namespace) -> None:
     from unforget.autoconfig import resolve_for_data
     from unforget.runner import load_benchmark, run
 
     cfg, bench, auto = resolve_for_data(a.benchmark, a.method, preset_name=a.preset, config_file=a.config,
-                                        overrides=_overrides(a),
+                                        overrides=_overrides(a), say=_say,
                                         load=lambda c: load_benchmark(c, a.data_root, a.download))
     out = a.out_dir = a.out or f"runs/{cfg.benchmark.name}-{cfg.method}"
     results = run(cfg, data_root=a.data_root, out_dir=out, resume=a.resume, progress=not a.quiet, download=a.download,
                   overwrite=a.overwrite, benchmark=bench, log=("csv", *a.log),
                   notes={"auto_config": auto.record()} if auto else None)
+    if not _is_main_process():
+        return
     from unforget.evaluation import markdown_report
 
     print(markdown_report(results))
@@ -213,7 +227,10 @@ def _compare(a: argparse.Namespace) -> None:
     bench = a.benchmark or "digits"
     out = a.out or f"runs/compare-{bench}"
     compare(bench, a.methods.split(","), out, preset=a.preset, config_file=a.config, overrides=_overrides(a),
-            data_root=a.data_root, download=a.download, progress=not a.quiet, log=("csv", *a.log))
+            data_root=a.data_root, download=a.download, progress=not a.quiet and _is_main_process(),
+            log=("csv", *a.log), say=_say)
+    if not _is_main_process():
+        return
     print(Path(out, "report.md").read_text())
     print(f"report: {out}/report.md (figures beside it); per-method results: {out}/METHOD/results.json")
 
@@ -346,6 +363,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"unforget: {_interrupted(a)}", file=sys.stderr)
         return 130
+    finally:
+        if "unforget.distributed" in sys.modules:  # leave torchrun's process group
+            sys.modules["unforget.distributed"].close()
     return 0
 
 

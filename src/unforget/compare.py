@@ -2,10 +2,12 @@
 splits and epochs), resumable per method, and one report folder."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from unforget import distributed
 from unforget.atomic import remove_stale_temps, write_atomic
 from unforget.autoconfig import resolve_for_data
 from unforget.config import RunConfig, same_run
@@ -110,22 +112,30 @@ def compare(benchmark: str, methods: Sequence[str], out: str | Path, *, preset: 
         auto = auto or a
     for m, cfg in configs.items():  # validate every method and its options before training anything
         method_options(cfg, get_method(m).Options, m)
-    with locked(out):
-        remove_stale_temps(out)
+    distributed.init(configs[methods[0]].device)
+    for m in methods:
+        distributed.check_method(m)
+    main = distributed.is_main()  # under torchrun only process 0 reads plans from and writes to out
+    with (locked(out) if main else contextlib.nullcontext()):
+        if main:
+            remove_stale_temps(out)
         bench = load(configs[methods[0]])
-        write_atomic(out / "compare.json", json.dumps({"benchmark": bench.name, "methods": methods}, indent=2))
+        if main:
+            write_atomic(out / "compare.json", json.dumps({"benchmark": bench.name, "methods": methods}, indent=2))
         results: dict[str, dict] = {}
         for i, m in enumerate(methods, 1):
             cfg, mdir = configs[m], out / m
-            action, why = plan(cfg, mdir, len(bench))
+            action, why = distributed.from_main(plan(cfg, mdir, len(bench)) if main else None)
             say(f"method {i}/{len(methods)}: {m}: {action} ({why})")
             if action == "reuses":
-                results[m] = json.loads((mdir / "results.json").read_text())
+                results[m] = json.loads((mdir / "results.json").read_text()) if main else {}
                 continue
             r = run(cfg, out_dir=mdir, resume=action == "resumes", overwrite=action == "redoes", progress=progress,
                     benchmark=bench, log=log, notes={"auto_config": auto.record()} if auto else None)
             r.pop("_learner", None)
             results[m] = r
-            write_results(mdir, r)
-        write_report(out, plots=plots, say=say)
+            if main:
+                write_results(mdir, r)
+        if main:
+            write_report(out, plots=plots, say=say)
     return results

@@ -382,6 +382,7 @@ class Learner:
             "wall_time_s": self.wall_time_s, "device": self.config.device, "unforget_version": __version__,
             "exact_method": self.method.exact, "input_shape": list(self.plan.input_shape),
             "threads": torch.get_num_threads(), "auto_config": self.notes.get("auto_config"),
+            "distributed": self.notes.get("distributed"),
         }
 
 
@@ -420,6 +421,22 @@ class ProgressLine(TaskObserver):
         for key in ("fallback", "warning"):
             if goal.get(key):
                 display.write(f"  accuracy goal {key}: {goal[key]}")
+
+
+class SameModelCheck(TaskObserver):
+    """In a distributed run, after every task: the processes compare a digest of every tensor of
+    the learner's checkpoint (owners, pick masks, weights, batch norms, heads, goal references)
+    and stop with :class:`~unforget.distributed.RanksDiverged` when any differ; the agreed
+    digests go to ``learner.notes["distributed"]["digests"]`` (one per task)."""
+
+    def after_task(self, learner: "Learner", task: Task, record: dict) -> None:
+        from unforget import distributed
+
+        tensors, _ = learner.method.state()
+        agreed = distributed.check_same(tensors, f"task {task.id} ({task.name})")
+        if agreed is not None:
+            info = learner.notes.setdefault("distributed", {})
+            info.setdefault("digests", []).append(agreed)
 
 
 class RunFolderWriter(TaskObserver):

@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
+from unforget import distributed
 from unforget.checkpoint import CHECKPOINT
 from unforget.config import RunConfig
 from unforget.data.task import Benchmark
 from unforget.errors import UnforgetError
-from unforget.learner import (Learner, ProgressLine, RunFolderWriter, build_method, check_device,  # noqa: F401
-                              write_results)
+from unforget.learner import (Learner, ProgressLine, RunFolderWriter, SameModelCheck, build_method,  # noqa: F401
+                              check_device, write_results)
 from unforget.methods import Method
 from unforget.runfolder import run_folder
 from unforget.training.epochlog import run_loggers
@@ -50,10 +51,26 @@ def run(config: RunConfig, *, data_root: Optional[str] = None, out_dir: Optional
     Returns:
         The ``results.json`` mapping (design.md, "Metrics and reports"), plus the key
         ``"_learner"`` holding the :class:`~unforget.learner.Learner`.
+    Started by ``torchrun`` as several processes (:mod:`unforget.distributed`), every process
+    trains its shard of each epoch, the processes check after every task that they hold the same
+    model, and only process 0 touches ``out_dir`` and prints; ``results.json`` records
+    ``distributed`` (world size, backend, the per-task digests every process agreed on).
+
     Raises:
         UnforgetError: bad configuration, data or checkpoint; RunFolderError: unusable, locked or
-            occupied ``out_dir``; CheckpointError: damaged or inconsistent checkpoint.
+            occupied ``out_dir``; CheckpointError: damaged or inconsistent checkpoint;
+            ConfigError: a method that cannot run distributed yet; RanksDiverged: the processes
+            of a distributed run stopped holding the same model.
     """
+    info = distributed.init(config.device)
+    if info is not None:
+        distributed.check_method(config.method)
+        notes = {**(notes or {}), "distributed": info}
+        if not distributed.is_main():  # followers train in step with process 0 and write nothing
+            if resume and out_dir is None:
+                raise UnforgetError("--resume needs the run's output folder (--out)")
+            return _run(config, data_root, Path(out_dir) if resume else None, resume, False, benchmark, download, (),
+                        notes, write=False)
     if out_dir is None:
         if resume:
             raise UnforgetError("--resume needs the run's output folder (--out)")
@@ -63,19 +80,22 @@ def run(config: RunConfig, *, data_root: Optional[str] = None, out_dir: Optional
 
 
 def _run(config: RunConfig, data_root: Optional[str], out: Optional[Path], resume: bool, progress: bool,
-         benchmark: Optional[Benchmark], download: bool, log: tuple[str, ...], notes: Optional[dict]) -> dict:
+         benchmark: Optional[Benchmark], download: bool, log: tuple[str, ...], notes: Optional[dict],
+         write: bool = True) -> dict:
     bench = benchmark or load_benchmark(config, data_root, download)
-    loggers = run_loggers(out, log) if out is not None and log else []
+    loggers = run_loggers(out, log) if out is not None and log and write else []
     try:
-        return _learn_all(config, bench, out, resume, progress, loggers, notes)
+        return _learn_all(config, bench, out, resume, progress, loggers, notes, write)
     finally:
         for logger in loggers:
             logger.close()
 
 
 def _learn_all(config: RunConfig, bench: Benchmark, out: Optional[Path], resume: bool, progress: bool,
-               loggers: list, notes: Optional[dict]) -> dict:
-    observers = ([ProgressLine()] if progress else []) + ([RunFolderWriter(out)] if out is not None else [])
+               loggers: list, notes: Optional[dict], write: bool = True) -> dict:
+    observers = ([ProgressLine()] if progress else []) + ([RunFolderWriter(out)] if out is not None and write else [])
+    if distributed.active():
+        observers.insert(0, SameModelCheck())
     if resume:
         if not (out / CHECKPOINT).is_file():
             raise UnforgetError(f"--resume: no checkpoint in {out}; run without --resume first")
@@ -92,7 +112,7 @@ def _learn_all(config: RunConfig, bench: Benchmark, out: Optional[Path], resume:
     for task in bench.tasks[learner.n_learned:]:
         learner.learn(task, test_on=bench.tasks[: task.id - 1])
     results = learner.results(out / CHECKPOINT if out is not None else None)
-    if out is not None:
+    if out is not None and write:
         write_results(out, results)
     results["_learner"] = learner
     return results

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unforget import distributed
 from unforget.config import TrainConfig
 from unforget.errors import UnforgetError
 from unforget.data.task import Split, Task
@@ -31,9 +32,12 @@ def seed_everything(seed: int) -> None:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, task: Task, split: str = "test", batch_size: int = 512,
-             device: str | torch.device = "cpu") -> float:
+             device: str | torch.device = "cpu", agree: bool = True) -> float:
     """Top-1 accuracy in [0, 1] of ``model(x, task=task.id)`` on ``task``'s ``split``
-    (``"train"``, ``"val"`` or ``"test"``); evaluation mode, no augmentation, no gradient."""
+    (``"train"``, ``"val"`` or ``"test"``); evaluation mode, no augmentation, no gradient. In a
+    distributed run every process evaluates the whole split and, with ``agree`` (a collective
+    call: every process must make it), process 0's value is returned by all
+    (:func:`unforget.distributed.agree_float`)."""
     data: Split = getattr(task, split)
     was_training = model.training
     model.eval()
@@ -42,7 +46,8 @@ def accuracy(model: nn.Module, task: Task, split: str = "test", batch_size: int 
         x = task.transform(data.x[i:i + batch_size], train=False).to(device)
         correct += int((model(x, task.id).argmax(1).cpu() == data.y[i:i + batch_size]).sum())
     model.train(was_training)
-    return correct / max(1, len(data))
+    value = correct / max(1, len(data))
+    return distributed.agree_float(value) if agree else value  # decisions follow process 0
 
 
 class Trainer:
@@ -116,9 +121,10 @@ class Trainer:
 
     # -------------------------------------------------------------- loop
     def steps_per_epoch(self, task: Task) -> int:
-        """Optimizer steps in one epoch over ``task``'s training split (a last batch of one
+        """Optimizer steps in one epoch over ``task``'s training split — this process's shard of
+        it in a distributed run (:func:`unforget.distributed.shard`) — (a last batch of one
         image is dropped: batch norm cannot train on it)."""
-        n = len(task.train)
+        n = -(-len(task.train) // distributed.world_size())
         bs = min(self.config.batch_size, n)
         return max(1, n // bs if n % bs < 2 else n // bs + 1)
 
@@ -144,8 +150,9 @@ class Trainer:
             scheds = list(schedule)
         state = TrainState(model=model, task=task, optimizers=list(optimizers), epochs=epochs)
         n = len(task.train)
-        bs = min(self.config.batch_size, n)
+        bs = min(self.config.batch_size, -(-n // distributed.world_size()))
         n_batches = state.steps_per_epoch = self.steps_per_epoch(task)
+        net = distributed.wrap(model, self.device)  # gradients averaged across processes
         for h in hooks:
             h.before_task(state)
         stats = {"loss": float("nan"), "train_accuracy": float("nan")}
@@ -156,7 +163,7 @@ class Trainer:
             model.train()
             for h in hooks:
                 h.before_epoch(state)
-            perm = torch.randperm(n, generator=gen)
+            perm = distributed.shard(torch.randperm(n, generator=gen))
             total, correct, loss_sum = 0, 0, 0.0
             bar = self.display.bar(n_batches, f"{desc} {epoch + 1}/{epochs}")
             for b in bar:
@@ -165,7 +172,7 @@ class Trainer:
                 state.y = task.train.y[idx].to(self.device)
                 for h in hooks:
                     h.before_forward(state)
-                state.logits = model(state.x, task.id)
+                state.logits = net(state.x, task.id)
                 state.loss = F.cross_entropy(state.logits, state.y)
                 loss = state.loss
                 for h in hooks:
@@ -198,11 +205,13 @@ class Trainer:
             lr = optimizers[0].param_groups[0]["lr"] if optimizers else None
             for s in scheds:
                 s.step()
+            loss_sum, correct, total = distributed.sum_across([loss_sum, correct, total])
             stats = {"loss": loss_sum / max(1, total), "train_accuracy": correct / max(1, total)}
             for h in hooks:
                 h.after_epoch(state)
             seconds = time.perf_counter() - epoch_start
-            val = self.accuracy(model, task, "val") if self.loggers and len(task.val) else None
+            val = (accuracy(model, task, "val", self.config.eval_batch_size, self.device, agree=False)
+                   if self.loggers and len(task.val) else None)  # for the log only (process 0's)
             left = (time.perf_counter() - fit_start) / (epoch + 1) * (epochs - epoch - 1)
             self.display.epoch_done(f"{desc} {epoch + 1}/{epochs}", stats, val, seconds, left)
             if self.loggers:
