@@ -65,6 +65,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="optimizer of the weights (train.optimizer; the preset's, else sgd with Nesterov momentum)")
     p.add_argument("--lr", type=float, help="learning rate of the weights")
     p.add_argument("--seed", type=int, help="seed of initialisation, batch order and augmentation")
+    p.add_argument("--precision", choices=["32", "bf16", "16"],
+                   help="training arithmetic (train.precision): 32 (default), bf16 or 16 (torch.autocast; 16 with "
+                        "gradient scaling). Weights and evaluation stay float32, so exactness does not depend on it")
     p.add_argument("--device", help="cpu (default), cuda, cuda:N or mps")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or per-epoch lines")
     p.add_argument("--log", action="append", choices=["tensorboard"], default=[],
@@ -165,7 +168,8 @@ def _served_task(p: argparse.ArgumentParser) -> None:
 
 def _overrides(a: argparse.Namespace) -> dict:
     o: dict = {}
-    flags = {"epochs": a.epochs, "batch_size": a.batch_size, "optimizer": a.optimizer, "lr": a.lr}
+    flags = {"epochs": a.epochs, "batch_size": a.batch_size, "optimizer": a.optimizer, "lr": a.lr,
+             "precision": a.precision}
     train = {k: v for k, v in flags.items() if v is not None}
     if train:
         o["train"] = train

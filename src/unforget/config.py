@@ -91,6 +91,11 @@ class TrainConfig(_Strict):
     lr_milestones: list[int] = Field(default_factory=list)
     lr_gamma: float = Field(0.1, gt=0)
     eval_batch_size: int = Field(512, ge=1)
+    precision: Literal["32", "bf16", "16"] = "32"
+    """Training arithmetic: ``32`` (float32), ``bf16`` or ``16`` (``torch.autocast`` around the
+    forward pass and loss; ``16`` adds ``torch.amp.GradScaler``). Weights, optimizer states,
+    masks and evaluation stay float32, so served logits and the exactness of earlier tasks do not
+    depend on it."""
 
     @field_validator("betas")
     @classmethod

@@ -153,6 +153,8 @@ class Trainer:
         bs = min(self.config.batch_size, -(-n // distributed.world_size()))
         n_batches = state.steps_per_epoch = self.steps_per_epoch(task)
         net = distributed.wrap(model, self.device)  # gradients averaged across processes
+        amp_dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(self.config.precision)
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.config.precision == "16")
         for h in hooks:
             h.before_task(state)
         stats = {"loss": float("nan"), "train_accuracy": float("nan")}
@@ -172,7 +174,9 @@ class Trainer:
                 state.y = task.train.y[idx].to(self.device)
                 for h in hooks:
                     h.before_forward(state)
-                state.logits = net(state.x, task.id)
+                with torch.autocast(self.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    state.logits = net(state.x, task.id)
+                state.logits = state.logits.float()
                 state.loss = F.cross_entropy(state.logits, state.y)
                 loss = state.loss
                 for h in hooks:
@@ -185,11 +189,15 @@ class Trainer:
                                            "method's penalty strength (e.g. methods.ewc.lambda)")
                 for o in optimizers:
                     o.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
+                if scaler.is_enabled():  # hooks edit true gradients; a step with inf/nan ones is skipped
+                    for o in optimizers:
+                        scaler.unscale_(o)
                 for h in hooks:
                     h.after_backward(state)
                 for o in optimizers:
-                    o.step()
+                    scaler.step(o)
+                scaler.update()
                 state.step += 1
                 for h in hooks:
                     h.after_step(state)
