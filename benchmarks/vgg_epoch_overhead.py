@@ -32,6 +32,8 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=30, help="batches per epoch")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
+    ap.add_argument("--precision", choices=["32", "bf16", "16"], default="32",
+                    help="train.precision of both networks (autocast)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -41,12 +43,12 @@ def main() -> None:
     task = Task(2, "bench", [str(i) for i in range(10)], Split(x, torch.randint(0, 10, (n,))),
                 Split(x[:2], torch.zeros(2, dtype=torch.long)), Split(x[:2], torch.zeros(2, dtype=torch.long)),
                 _Float(), (3, 32, 32))
-    cfg = TrainConfig(epochs=1, batch_size=a.batch_size, lr=0.01, weight_decay=4e-5)
+    cfg = TrainConfig(epochs=1, batch_size=a.batch_size, lr=0.01, weight_decay=4e-5, precision=a.precision)
     trainer = Trainer(cfg, progress=False)
 
     plain = build_model("vgg16_bn", (3, 32, 32), width=a.width)
     plain.add_head(2, 10)
-    plain_opt = [trainer.sgd(plain.parameters())]
+    plain_opt = [trainer.optimizer(plain.parameters())]
 
     aware = to_task_aware(build_model("vgg16_bn", (3, 32, 32), width=a.width))
     begin_task(aware, 1, 10)
@@ -57,7 +59,7 @@ def main() -> None:
     shared = [l.weight for _, l in weighted_layers(aware)]
     rest = [p for n_, p in aware.named_parameters() if p not in set(shared) and ".scores." not in n_]
     scores = [p for n_, p in aware.named_parameters() if ".scores." in n_]
-    aware_opt = [trainer.sgd([{"params": shared, "weight_decay": 0.0}, {"params": rest}]),
+    aware_opt = [trainer.optimizer([{"params": shared, "weight_decay": 0.0}, {"params": rest}]),
                  torch.optim.Adam(scores, lr=5e-4, fused=True)]
     for _, l in weighted_layers(aware):
         l.decay = cfg.weight_decay  # weight decay on owned weights, folded into their gradient
@@ -74,7 +76,8 @@ def main() -> None:
         tp.append(epoch(plain, plain_opt, []))
         ta.append(epoch(aware, aware_opt, []))
     p, t = min(tp), min(ta)
-    print(f"VGG16-BN width {a.width}, batch {a.batch_size}, {a.batches} batches/epoch, {torch.get_num_threads()} threads")
+    print(f"VGG16-BN width {a.width}, batch {a.batch_size}, {a.batches} batches/epoch, {torch.get_num_threads()} threads, "
+          f"precision {a.precision}")
     print(f"plain nn.Conv2d epoch: {p:.3f} s   task-aware epoch (task 2, learned picks): {t:.3f} s   "
           f"ratio: {t / p:.3f}  (best of {a.repeats})")
 
