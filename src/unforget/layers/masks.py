@@ -9,57 +9,64 @@ import torch
 
 
 class _PickedWeight(torch.autograd.Function):
-    """``W_eff = where(own | (prior & (scores > threshold)), W, 0)``.
+    """``W_eff = W * own + W_prior * (scores > threshold)``, where ``own`` is the float 0/1 mask of
+    the task's own weights and ``W_prior = W * prior`` the (frozen) weights of earlier tasks it
+    may pick, so that ``W_eff = where(own | (prior & (scores > threshold)), W, 0)``.
 
     Backward: ``dW = (g + decay * W) * own`` (frozen weights get exactly zero gradient and
-    no weight decay) and ``dscores = g * W * prior`` (straight-through estimator).
+    no weight decay) and ``dscores = g * W_prior`` (straight-through estimator).
+
+    Masks are float multiplications, not ``torch.where`` over ``bool`` masks: on CPU a
+    multiplication costs a fifth to a tenth of a ``where`` (``benchmarks/vgg_epoch_overhead.py``,
+    BENCHMARKS.md, "Speed of the task-aware layers"); the values are the same (a weight times 1.0
+    is itself, times 0.0 is a zero).
     """
 
     @staticmethod
-    def forward(ctx, weight, scores, own, prior, threshold: float, decay: float):
-        picked = prior & (scores > threshold)
-        mask = own | picked
-        ctx.save_for_backward(weight, own, prior)
+    def forward(ctx, weight, scores, own, prior_weight, threshold: float, decay: float):
+        ctx.save_for_backward(weight, own, prior_weight)
         ctx.decay = decay
-        return torch.where(mask, weight, torch.zeros((), dtype=weight.dtype, device=weight.device))
+        picked = torch.gt(scores, threshold, out=torch.empty_like(weight))  # 0.0 / 1.0, one kernel
+        return torch.addcmul(weight * own, prior_weight, picked)
 
     @staticmethod
     def backward(ctx, grad):
-        weight, own, prior = ctx.saved_tensors
-        zero = torch.zeros((), dtype=grad.dtype, device=grad.device)
+        weight, own, prior_weight = ctx.saved_tensors
         g_w = g_s = None
         if ctx.needs_input_grad[0]:
-            g_w = torch.where(own, grad.add(weight, alpha=ctx.decay) if ctx.decay else grad, zero)
+            g_w = (grad.add(weight, alpha=ctx.decay) if ctx.decay else grad.clone()).mul_(own)
         if ctx.needs_input_grad[1]:
-            g_s = torch.where(prior, grad * weight, zero)
+            g_s = grad * prior_weight
         return g_w, g_s, None, None, None, None
 
 
 class _OwnedWeight(torch.autograd.Function):
-    """``W_eff = where(visible, W, 0)`` with ``dW = (g + decay * W) * own``."""
+    """``W_eff = W * visible`` with ``dW = (g + decay * W) * own`` (float 0/1 masks)."""
 
     @staticmethod
     def forward(ctx, weight, own, visible, decay: float):
         ctx.save_for_backward(weight, own)
         ctx.decay = decay
-        return torch.where(visible, weight, torch.zeros((), dtype=weight.dtype, device=weight.device))
+        return weight * visible
 
     @staticmethod
     def backward(ctx, grad):
         weight, own = ctx.saved_tensors
-        g = grad.add(weight, alpha=ctx.decay) if ctx.decay else grad
-        return torch.where(own, g, torch.zeros((), dtype=grad.dtype, device=grad.device)), None, None, None
+        g = grad.add(weight, alpha=ctx.decay) if ctx.decay else grad.clone()
+        return g.mul_(own), None, None, None
 
 
-def picked_weight(weight: torch.Tensor, scores: torch.Tensor, own: torch.Tensor, prior: torch.Tensor,
+def picked_weight(weight: torch.Tensor, scores: torch.Tensor, own: torch.Tensor, prior_weight: torch.Tensor,
                   threshold: float, decay: float = 0.0) -> torch.Tensor:
-    """Effective weight of the task in training with learned picks (all tensors of one shape;
-    ``own`` and ``prior`` are disjoint ``bool`` masks). ``decay``: L2 weight decay folded into
-    the gradient of the owned weights only (applied by hand, as the CPG reference does)."""
-    return _PickedWeight.apply(weight, scores, own, prior, threshold, decay)
+    """Effective weight of the task in training with learned picks (all tensors of one shape):
+    ``own`` is the float 0/1 mask of the task's own weights, ``prior_weight`` the weights of
+    earlier tasks it may pick (``W`` where ``0 < owner < task``, 0 elsewhere; frozen during the
+    task). ``decay``: L2 weight decay folded into the gradient of the owned weights only (applied
+    by hand, as the CPG reference does)."""
+    return _PickedWeight.apply(weight, scores, own, prior_weight, threshold, decay)
 
 
 def owned_weight(weight: torch.Tensor, own: torch.Tensor, visible: torch.Tensor, decay: float = 0.0) -> torch.Tensor:
     """Effective weight where ``visible`` weights are used and only ``own`` ones get gradient
-    (plus ``decay * W``)."""
+    (plus ``decay * W``); both masks float 0/1 of ``weight``'s dtype."""
     return _OwnedWeight.apply(weight, own, visible, decay)

@@ -122,11 +122,16 @@ class TaskAwareWeighted(nn.Module):
             self._cache[key] = (o == task, (o > 0) & (o < task))
         return self._cache[key]
 
-    def _visible(self, task: int) -> torch.Tensor:
-        key = ("visible", task)
+    def _training_masks(self, task: int, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(own, visible, prior_weight)`` of the task in training on its slice: float 0/1 masks
+        in ``w``'s dtype and the earlier tasks' weights ``w * prior`` (frozen while the task
+        trains, so computed once per phase; cached until ``invalidate``, which any change of
+        owners, picks, shapes or a loaded state calls)."""
+        key = ("training", task)
         if key not in self._cache:
             own, prior = self._masks(task)
-            self._cache[key] = own | prior
+            own_f, prior_f = own.to(w.dtype), prior.to(w.dtype)
+            self._cache[key] = (own_f, own_f + prior_f, w.detach() * prior_f)
         return self._cache[key]
 
     def task_mask(self, task: int) -> torch.Tensor:
@@ -151,12 +156,12 @@ class TaskAwareWeighted(nn.Module):
             return self._served(task)
         w, full = self._sliced(task)
         rows, cols = self.slice_for(task)
-        own, prior = self._masks(task)
+        own, visible, prior_weight = self._training_masks(task, w)
         key = str(task)
         if key in self.scores:
             scores = self.scores[key] if full else self.scores[key][rows, cols]
-            return picked_weight(w, scores, own, prior, SCORE_THRESHOLD, self.decay)
-        return owned_weight(w, own, self._visible(task), self.decay)
+            return picked_weight(w, scores, own, prior_weight, SCORE_THRESHOLD, self.decay)
+        return owned_weight(w, own, visible, self.decay)
 
     def _sliced(self, task: int) -> tuple[torch.Tensor, bool]:
         """``(W on the task's slice, whether that is all of W)``; no slice op at full width (and
