@@ -55,11 +55,27 @@ def test_two_processes_learn_the_same_model_and_the_checkpoint_serves_it(tmp_pat
     assert [learner.test(t) for t in bench.tasks] == res["accuracy_matrix"][-1]
 
 
-def test_a_method_that_cannot_run_distributed_refuses(tmp_path):
-    p = _torchrun(tmp_path, "run", "-q", "--method", "ewc", "--epochs", "1", "--out", str(tmp_path / "run"))
-    assert p.returncode != 0
-    assert "method 'ewc' cannot run on 2 processes yet" in p.stderr and "Fisher" in p.stderr
-    assert not (tmp_path / "run" / "results.json").exists()
+@pytest.mark.parametrize("method", ["ewc", "clnp"])
+def test_methods_with_statistics_keep_the_processes_together(tmp_path, method):
+    """EWC's Fisher information and CLNP's unit activations come out the same on both processes
+    (the same-model check would stop the run otherwise)."""
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text("model: {name: mlp, width: 0.05}\ntrain: {epochs: 1, batch_size: 16}\nmethods: {ewc: {lambda: 1.0}}\n")
+    out = tmp_path / "run"
+    p = _torchrun(tmp_path, "run", "-q", "--method", method, "--config", str(cfg), "--out", str(out))
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["distributed"]["digests"]) == 5
+
+
+def test_an_unchecked_method_refuses(monkeypatch):
+    from unforget.errors import ConfigError
+
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    distributed.check_method("cpg")
+    with pytest.raises(ConfigError, match="method 'mine' cannot run on 2 processes yet"):
+        distributed.check_method("mine")
 
 
 def _diverge(rank: int, init: str, out: str) -> None:
