@@ -116,3 +116,19 @@ def test_shards_cover_the_epoch_once_and_have_equal_length(monkeypatch):
     assert set(torch.cat(shards).tolist()) == set(perm.tolist())
     monkeypatch.setattr(distributed, "world_size", lambda: 1)
     assert torch.equal(distributed.shard(perm), perm)
+
+
+def test_compare_on_two_processes_writes_one_report(tmp_path):
+    out = tmp_path / "cmp"
+    p = _torchrun(tmp_path, "compare", "-q", "--methods", "scratch,cpg", "--config", _config(tmp_path),
+                  "--out", str(out))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("method 2/2: cpg: runs") == 1  # process 0 speaks for both
+    for m in ("scratch", "cpg"):
+        res = json.loads((out / m / "results.json").read_text())
+        assert res["distributed"]["world_size"] == 2 and len(res["distributed"]["digests"]) == 5
+        assert res["bwt"] == 0.0
+    assert "scratch" in (out / "report.md").read_text()
+    again = _torchrun(tmp_path, "compare", "-q", "--methods", "scratch,cpg", "--config", _config(tmp_path),
+                      "--out", str(out))
+    assert again.returncode == 0 and again.stdout.count(": reuses (") == 2  # a finished comparison is reused
