@@ -60,7 +60,7 @@ def main() -> None:
     rest = [p for n_, p in aware.named_parameters() if p not in set(shared) and ".scores." not in n_]
     scores = [p for n_, p in aware.named_parameters() if ".scores." in n_]
     aware_opt = [trainer.optimizer([{"params": shared, "weight_decay": 0.0}, {"params": rest}]),
-                 torch.optim.Adam(scores, lr=5e-4, fused=True)]
+                 torch.optim.Adam(scores, lr=5e-4, foreach=True)]  # as the engine builds it
     for _, l in weighted_layers(aware):
         l.decay = cfg.weight_decay  # weight decay on owned weights, folded into their gradient
 
