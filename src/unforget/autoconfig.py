@@ -19,7 +19,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from unforget.config import RunConfig, has_preset, preset, resolve
+from unforget.config import RunConfig, has_preset, load_yaml, preset, resolve, validate
 from unforget.data.task import Benchmark
 
 IMAGES_SEEN_PER_TASK = {"resnet18": 3000, "vgg16_bn": 6000, "mlp": 6000}
@@ -63,8 +63,6 @@ class AutoConfig:
         Raises:
             ConfigError: the result is not a valid configuration (one line).
         """
-        from unforget.config import validate
-
         self.settings["train"]["lr_milestones"] = decay_milestones(self.settings["train"]["epochs"])
         if not milestones_given:
             ms = decay_milestones(cfg.train.epochs)
@@ -100,8 +98,6 @@ def decay_milestones(epochs: int) -> list[int]:
 
 
 def _user_set_milestones(config_file, overrides: Optional[dict]) -> bool:
-    from unforget.config import load_yaml
-
     for source in ((load_yaml(config_file) if config_file else {}), overrides or {}):
         train = source.get("train") if isinstance(source, dict) else None
         if isinstance(train, dict) and "lr_milestones" in train:

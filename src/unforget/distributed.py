@@ -114,6 +114,11 @@ def check_method(name: str) -> None:
                       f"process, or use one of: {', '.join(SUPPORTED)}")
 
 
+def shard_length(n: int) -> int:
+    """Length of each process's shard of ``n`` items (:func:`shard`): ``ceil(n / world size)``."""
+    return -(-n // world_size())
+
+
 def shard(perm: torch.Tensor) -> torch.Tensor:
     """This process's share of an epoch's permutation ``perm`` (int64 ``(n,)``): ``perm`` padded
     with its own first entries to a multiple of the world size, then every world-size-th entry
@@ -122,7 +127,7 @@ def shard(perm: torch.Tensor) -> torch.Tensor:
     w = world_size()
     if w == 1:
         return perm
-    total = -(-len(perm) // w) * w
+    total = shard_length(len(perm)) * w
     if total > len(perm):
         perm = torch.cat([perm, perm[: total - len(perm)]])
     return perm[rank()::w]

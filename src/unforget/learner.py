@@ -409,8 +409,8 @@ class ProgressLine(TaskObserver):
         row = learner.R[-1]
         seen = [v for v in row if v is not None]
         total = learner.plan.n_tasks or task.id
-        took = self.clock.stop() if self.clock is not None else record["train_time_s"]
-        left = self.clock.run_left(0.0) if self.clock is not None else None
+        took = self.clock.stop()  # set by before_task, which Learner.learn always calls first
+        left = self.clock.run_left(0.0)
         eta = f", run ETA {duration(left)}" if left is not None and task.id < total else ""
         display = learner.method.trainer.display
         display.label = ""

@@ -50,7 +50,7 @@ def _n(v) -> str:
     return "—" if v is None else f"{int(v):,}"
 
 
-def _goal_text(t: dict) -> str:
+def _goal_text(t: dict, first: bool) -> str:
     g = t.get("goal_record") or {}
     goal = t.get("accuracy_goal")
     src = g.get("source")
@@ -67,7 +67,7 @@ def _goal_text(t: dict) -> str:
         text = (f"accuracy goal {_pct(goal)} % = {src} reference ({agg} of {len(ref)}: "
                 f"{', '.join(_pct(r) for r in ref)} %) − {100 * tol:.2f}")
     elif ref:
-        what = "own unpruned accuracy" if src == "tolerance" or t.get("_first") else f"{src} reference"
+        what = "own unpruned accuracy" if src == "tolerance" or first else f"{src} reference"
         text = f"accuracy goal {_pct(goal)} % = {what} {_pct(ref[0])} % − {100 * tol:.2f}"
     else:
         text = f"accuracy goal {_pct(goal)} %"
@@ -111,7 +111,7 @@ def decisions(results: dict) -> list[str]:
     out = [f"### Why {results.get('method', 'the method')} did what it did, task by task", ""]
     for i, t in enumerate(tasks):
         out.append(f"**Task {i + 1} — {t.get('name', '')}**: final validation accuracy {_pct(t.get('val_accuracy'))} %")
-        out.append(f"- {_goal_text({**t, '_first': i == 0})}")
+        out.append(f"- {_goal_text(t, first=i == 0)}")
         for step in t.get("growth") or []:
             out.append(f"- trained at {step.get('expansion', 1.0):.2f}x with {_n(step.get('claimed'))} free weights claimed: "
                        f"validation {_pct(step.get('val_accuracy'))} %, training {_pct(step.get('train_accuracy'))} % → "

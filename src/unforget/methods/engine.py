@@ -339,7 +339,7 @@ class EngineMethod(Method):
                     "goal": goal, "claimed": sum(own_counts(self.model, k).values())}
             history.append(step)
             if not o.grow or (val >= goal and gate_ok):
-                step["decision"] = ("goal met" if uses_goal and o.grow else "no growth (grow is off)")
+                step["decision"] = "goal met" if o.grow else "no growth (grow is off)"
                 break
             why = (f"validation accuracy {100 * val:.2f} % < goal {100 * goal:.2f} %" if val < goal else
                    f"training accuracy {100 * train_acc:.2f} % <= gate {100 * o.train_accuracy_gate:.2f} %")

@@ -128,7 +128,7 @@ class Trainer:
         """Optimizer steps in one epoch over ``task``'s training split — this process's shard of
         it in a distributed run (:func:`unforget.distributed.shard`) — (a last batch of one
         image is dropped: batch norm cannot train on it)."""
-        n = -(-len(task.train) // distributed.world_size())
+        n = distributed.shard_length(len(task.train))
         bs = min(self.config.batch_size, n)
         return max(1, n // bs if n % bs < 2 else n // bs + 1)
 
@@ -143,8 +143,8 @@ class Trainer:
         schedulers (built by the caller over ``optimizers``) is stepped instead.
 
         ``desc`` names the fit in progress lines and gives the phase of the log records
-        (:func:`~unforget.training.epochlog.phase_of`); ``log`` adds fields to them (e.g.
-        ``{"pruning_ratio": 0.3}``; a hook's ``state.extra["pruning_ratio"]`` wins)."""
+        (:func:`~unforget.training.epochlog.phase_of`); ``log`` gives their pruning ratio
+        (``{"pruning_ratio": 0.3}``; a hook's ``state.extra["pruning_ratio"]`` wins)."""
         epochs = self.config.epochs if epochs is None else epochs
         r = self._rounds[task.id] = self._rounds.get(task.id, 0) + 1
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + task.id * 10_007 + r)
@@ -154,7 +154,7 @@ class Trainer:
             scheds = list(schedule)
         state = TrainState(model=model, task=task, optimizers=list(optimizers), epochs=epochs)
         n = len(task.train)
-        bs = min(self.config.batch_size, -(-n // distributed.world_size()))
+        bs = min(self.config.batch_size, distributed.shard_length(n))
         n_batches = state.steps_per_epoch = self.steps_per_epoch(task)
         net = distributed.wrap(model, self.device)  # gradients averaged across processes
         amp_dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(self.config.precision)
@@ -163,6 +163,11 @@ class Trainer:
             h.before_task(state)
         stats = {"loss": float("nan"), "train_accuracy": float("nan")}
         fit_start = time.perf_counter()
+
+        def fit_left(done_epochs: float) -> float:
+            """Seconds left in this fit, at the pace so far."""
+            return (time.perf_counter() - fit_start) / done_epochs * (epochs - done_epochs)
+
         for epoch in range(epochs):
             state.epoch = epoch
             epoch_start = time.perf_counter()
@@ -209,10 +214,8 @@ class Trainer:
                 correct += int((state.logits.detach().argmax(1) == state.y).sum())
                 loss_sum += float(state.loss.detach()) * len(idx)
                 if self.progress and b % 10 == 0 and not bar.disable:
-                    left = (time.perf_counter() - fit_start) / (epoch + (b + 1) / n_batches) * (
-                        epochs - epoch - (b + 1) / n_batches)
                     bar.set_postfix_str(f"loss {loss_sum / total:.3f}, acc {correct / total:.3f}, "
-                                        f"{self.display.etas(left)}")
+                                        f"{self.display.etas(fit_left(epoch + (b + 1) / n_batches))}")
             bar.close()
             lr = optimizers[0].param_groups[0]["lr"] if optimizers else None
             for s in scheds:
@@ -224,16 +227,13 @@ class Trainer:
             seconds = time.perf_counter() - epoch_start
             val = (accuracy(model, task, "val", self.config.eval_batch_size, self.device, agree=False)
                    if self.loggers and len(task.val) else None)  # for the log only (process 0's)
-            left = (time.perf_counter() - fit_start) / (epoch + 1) * (epochs - epoch - 1)
-            self.display.epoch_done(f"{desc} {epoch + 1}/{epochs}", stats, val, seconds, left)
+            self.display.epoch_done(f"{desc} {epoch + 1}/{epochs}", stats, val, seconds, fit_left(epoch + 1))
             if self.loggers:
-                extra = dict(log or {})
-                if "pruning_ratio" in state.extra:
-                    extra["pruning_ratio"] = state.extra["pruning_ratio"]
+                ratio = state.extra.get("pruning_ratio", (log or {}).get("pruning_ratio"))
                 record = EpochRecord(method=self.method_name, task=task.id, task_name=task.name, phase=phase_of(desc),
                                      desc=desc, epoch=epoch + 1, epochs=epochs, loss=stats["loss"],
                                      train_accuracy=stats["train_accuracy"], val_accuracy=val, lr=lr,
-                                     pruning_ratio=extra.get("pruning_ratio"), seconds=seconds)
+                                     pruning_ratio=ratio, seconds=seconds)
                 for logger in self.loggers:
                     logger.log(record)
         for h in hooks:
