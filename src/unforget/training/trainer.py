@@ -103,8 +103,8 @@ class Trainer:
         every step and that has no weight decay is never moved by any of the three.
 
         The multi-tensor (``foreach``) implementations are used on every device: on CPU they give
-        the same values bit for bit as PyTorch's default there and take about half the time
-        (BENCHMARKS.md, "A cheaper masked step").
+        the same values bit for bit as PyTorch's default there and are cheaper for SGD and AdamW
+        (``benchmarks/masked_step_parts.py``; BENCHMARKS.md, "A cheaper masked step").
         """
         c = self.config
         lr = c.lr if lr is None else lr
