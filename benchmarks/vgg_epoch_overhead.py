@@ -34,6 +34,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
     ap.add_argument("--precision", choices=["32", "bf16", "16"], default="32",
                     help="train.precision of both networks (autocast)")
+    ap.add_argument("--memory-format", choices=["auto", "contiguous", "channels_last"], default="auto",
+                    help="train.memory_format of both networks")
+    ap.add_argument("--compile", action="store_true", help="train.compile for both networks")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -43,7 +46,8 @@ def main() -> None:
     task = Task(2, "bench", [str(i) for i in range(10)], Split(x, torch.randint(0, 10, (n,))),
                 Split(x[:2], torch.zeros(2, dtype=torch.long)), Split(x[:2], torch.zeros(2, dtype=torch.long)),
                 _Float(), (3, 32, 32))
-    cfg = TrainConfig(epochs=1, batch_size=a.batch_size, lr=0.01, weight_decay=4e-5, precision=a.precision)
+    cfg = TrainConfig(epochs=1, batch_size=a.batch_size, lr=0.01, weight_decay=4e-5, precision=a.precision,
+                      memory_format=a.memory_format, compile=a.compile)
     trainer = Trainer(cfg, progress=False)
 
     plain = build_model("vgg16_bn", (3, 32, 32), width=a.width)
@@ -60,7 +64,7 @@ def main() -> None:
     rest = [p for n_, p in aware.named_parameters() if p not in set(shared) and ".scores." not in n_]
     scores = [p for n_, p in aware.named_parameters() if ".scores." in n_]
     aware_opt = [trainer.optimizer([{"params": shared, "weight_decay": 0.0}, {"params": rest}]),
-                 torch.optim.Adam(scores, lr=5e-4, foreach=True)]  # as the engine builds it
+                 trainer.pick_optimizer(scores, 5e-4)]  # as the engine builds it
     for _, l in weighted_layers(aware):
         l.decay = cfg.weight_decay  # weight decay on owned weights, folded into their gradient
 
@@ -77,7 +81,7 @@ def main() -> None:
         ta.append(epoch(aware, aware_opt, []))
     p, t = min(tp), min(ta)
     print(f"VGG16-BN width {a.width}, batch {a.batch_size}, {a.batches} batches/epoch, {torch.get_num_threads()} threads, "
-          f"precision {a.precision}")
+          f"precision {a.precision}, memory format {a.memory_format}{', compiled' if a.compile else ''}")
     print(f"plain nn.Conv2d epoch: {p:.3f} s   task-aware epoch (task 2, learned picks): {t:.3f} s   "
           f"ratio: {t / p:.3f}  (best of {a.repeats})")
 

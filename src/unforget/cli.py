@@ -68,6 +68,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["32", "bf16", "16"],
                    help="training arithmetic (train.precision): 32 (default), bf16 or 16 (torch.autocast; 16 with "
                         "gradient scaling). Weights and evaluation stay float32, so exactness does not depend on it")
+    p.add_argument("--memory-format", choices=["auto", "contiguous", "channels_last"],
+                   help="layout of conv nets while training (train.memory_format): auto (default) = channels_last "
+                        "on CUDA, contiguous elsewhere; the model is contiguous again after each fit")
+    p.add_argument("--compile", action="store_const", const=True, default=None,
+                   help="train through torch.compile (train.compile; off by default: compiling takes time up front; "
+                        "on CPU it needs a C++ compiler). Evaluation and serving stay eager")
     p.add_argument("--device", help="cpu (default), cuda, cuda:N or mps")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or per-epoch lines")
     p.add_argument("--log", action="append", choices=["tensorboard"], default=[],
@@ -169,7 +175,7 @@ def _served_task(p: argparse.ArgumentParser) -> None:
 def _overrides(a: argparse.Namespace) -> dict:
     o: dict = {}
     flags = {"epochs": a.epochs, "batch_size": a.batch_size, "optimizer": a.optimizer, "lr": a.lr,
-             "precision": a.precision}
+             "precision": a.precision, "memory_format": a.memory_format, "compile": a.compile}
     train = {k: v for k, v in flags.items() if v is not None}
     if train:
         o["train"] = train

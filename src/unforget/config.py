@@ -96,6 +96,16 @@ class TrainConfig(_Strict):
     forward pass and loss; ``16`` adds ``torch.amp.GradScaler``). Weights, optimizer states,
     masks and evaluation stay float32, so served logits and the exactness of earlier tasks do not
     depend on it."""
+    memory_format: Literal["auto", "contiguous", "channels_last"] = "auto"
+    """Layout of conv nets' 4-D weights and inputs while training: ``channels_last`` (NHWC,
+    faster convolutions on recent GPUs) or ``contiguous`` (NCHW). ``auto``: ``channels_last`` on
+    CUDA, ``contiguous`` elsewhere (on this project's CPU machine channels_last was slower;
+    BENCHMARKS.md). The model returns to ``contiguous`` after every fit, so evaluation, serving
+    and checkpoints never depend on it."""
+    compile: bool = False
+    """Train through ``torch.compile`` (TorchInductor; on CPU it needs a C++ compiler). Off by
+    default: compiling costs time up front and only pays on long runs. Evaluation and serving
+    stay eager."""
 
     @field_validator("betas")
     @classmethod

@@ -34,7 +34,7 @@ class _PickedWeight(torch.autograd.Function):
         weight, own, prior_weight = ctx.saved_tensors
         g_w = g_s = None
         if ctx.needs_input_grad[0]:
-            g_w = (grad.add(weight, alpha=ctx.decay) if ctx.decay else grad.clone()).mul_(own)
+            g_w = grad.add(weight, alpha=ctx.decay).mul_(own) if ctx.decay else grad * own
         if ctx.needs_input_grad[1]:
             g_s = grad * prior_weight
         return g_w, g_s, None, None, None, None
@@ -52,8 +52,8 @@ class _OwnedWeight(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         weight, own = ctx.saved_tensors
-        g = grad.add(weight, alpha=ctx.decay) if ctx.decay else grad.clone()
-        return g.mul_(own), None, None, None
+        g = grad.add(weight, alpha=ctx.decay).mul_(own) if ctx.decay else grad * own
+        return g, None, None, None
 
 
 def picked_weight(weight: torch.Tensor, scores: torch.Tensor, own: torch.Tensor, prior_weight: torch.Tensor,

@@ -150,7 +150,7 @@ class EngineMethod(Method):
         for s in scores:
             s.requires_grad_(pick_lr is not None)
         if scores and pick_lr is not None:
-            opts.append(torch.optim.Adam(scores, lr=pick_lr, foreach=True))  # bit-identical to the default, faster
+            opts.append(self.trainer.pick_optimizer(scores, pick_lr))
         return opts
 
     def _fit(self, task: Task, opts, epochs: int, desc: str, schedule=False, hooks=(),
