@@ -221,8 +221,11 @@ class Learner:
         self.records.append(rec)
         from unforget.serving import preprocessing_of
 
+        per_task = self.plan.info.get("tasks") or []
+        own = per_task[task.id - 1] if task.id <= len(per_task) and isinstance(per_task[task.id - 1], dict) else {}
+        resize = own.get("resize") or self.plan.info.get("resize", "stretch")  # a task's own rule wins
         self.tasks.append({"name": task.name, "classes": list(task.classes),
-                           "preprocessing": preprocessing_of(task, self.plan.info.get("resize", "stretch")),
+                           "preprocessing": preprocessing_of(task, resize),
                            **(info or {})})
         self.wall_time_s += time.perf_counter() - t0
         for obs in self.observers:

@@ -126,7 +126,7 @@ def preprocessing_of(task, resize: str = "stretch") -> dict:
                 "resize": resize, "mean": None if tf.mean is None else list(tf.mean),
                 "std": None if tf.std is None else list(tf.std), "flatten": tf.flatten,
                 "permutation": None if tf.permutation is None else tf.permutation.tolist(),
-                "input_shape": list(task.input_shape)}
+                "crop": getattr(tf, "crop_size", None), "input_shape": list(task.input_shape)}
     if isinstance(tf, VectorTransform):
         return {"kind": "vector", "mean": None if tf.mean is None else tf.mean.reshape(-1).tolist(),
                 "std": None if tf.std is None else tf.std.reshape(-1).tolist(), "input_shape": list(task.input_shape)}
@@ -198,5 +198,5 @@ def raw_batch(items, prep: dict) -> torch.Tensor:
     x = torch.stack(out)
     perm = prep.get("permutation")
     tf = ImageTransform(prep["mean"], prep["std"], permutation=None if perm is None else torch.tensor(perm),
-                        flatten=prep.get("flatten", False))
+                        flatten=prep.get("flatten", False), crop_size=prep.get("crop"))
     return tf(x)

@@ -7,6 +7,7 @@ generator makes the output deterministic. :class:`ImageTransform` chains them in
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Protocol, Sequence, Union
 
 import torch
@@ -85,6 +86,91 @@ def random_hflip(x: torch.Tensor, generator: Optional[torch.Generator] = None, p
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
+def random_resized_crop(x: torch.Tensor, size: int, generator: Optional[torch.Generator] = None,
+                        scale: tuple[float, float] = (0.08, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """Cut a random box from each image and resize it to ``size x size`` (bilinear), as
+    torchvision's ``RandomResizedCrop(size)`` (Szegedy et al. 2015, the "Inception" crop), batched.
+
+    Per sample: an area share ``s ~ U(scale)`` of the image and an aspect ratio ``r`` log-uniform
+    in ``ratio`` give a box of ``sqrt(s A r) x sqrt(s A / r)`` pixels (width x height), clipped to
+    the image (torchvision retries 10 times before falling back to a centre crop; clipping is the
+    batched stand-in), placed uniformly at random.
+
+    Args:
+        x: floating images ``(N, C, H, W)``.
+        size: output side in pixels.
+        generator: source of the boxes (CPU ``torch.Generator`` or ``None``).
+
+    Returns:
+        ``(N, C, size, size)`` tensor of ``x``'s dtype.
+
+    Raises:
+        ValueError: ``x`` is not 4-D floating point or ``size < 1``.
+    """
+    _check_images(x, "random_resized_crop")
+    if not x.is_floating_point() or size < 1:
+        raise ValueError(f"random_resized_crop: needs floating images and size >= 1, got {x.dtype}, {size}")
+    n, _, h, w = x.shape
+    if n == 0:
+        return x.new_zeros((0, x.shape[1], size, size))
+    u = _draw(torch.rand, (n, 4), generator=generator, device=x.device)
+    area = (scale[0] + (scale[1] - scale[0]) * u[:, 0]) * (h * w)
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, 1]
+    bw = torch.sqrt(area * torch.exp(log_r)).clamp(1.0, float(w))
+    bh = torch.sqrt(area / torch.exp(log_r)).clamp(1.0, float(h))
+    x0 = (w - bw) * u[:, 2]
+    y0 = (h - bh) * u[:, 3]
+    theta = torch.zeros(n, 2, 3, dtype=x.dtype, device=x.device)
+    theta[:, 0, 0] = bw / w
+    theta[:, 0, 2] = (2 * x0 + bw) / w - 1
+    theta[:, 1, 1] = bh / h
+    theta[:, 1, 2] = (2 * y0 + bh) / h - 1
+    grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The central ``size x size`` pixels of each image ``(N, C, H, W)`` (as torchvision's
+    ``CenterCrop``: the top-left corner at ``round((H - size) / 2)``, ``round((W - size) / 2)``).
+
+    Raises:
+        ValueError: ``x`` is not 4-D or smaller than ``size``.
+    """
+    _check_images(x, "center_crop")
+    h, w = x.shape[-2:]
+    if size > h or size > w:
+        raise ValueError(f"center_crop: images of {h}x{w} are smaller than the crop {size}")
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return x[..., top:top + size, left:left + size]
+
+
+def cutout(x: torch.Tensor, length: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Zero a ``length x length`` square (clipped at the border) at a uniformly random centre of
+    each image (DeVries & Taylor 2017; the CPG reference's fine-grained training uses length 16,
+    applied after normalisation).
+
+    Args:
+        x: images ``(N, C, H, W)``, any dtype.
+        length: side of the square in pixels; ``0`` returns ``x``.
+
+    Returns:
+        tensor of ``x``'s shape, dtype and device.
+    """
+    _check_images(x, "cutout")
+    if length <= 0 or x.shape[0] == 0:
+        return x
+    n, _, h, w = x.shape
+    cy = _draw(torch.randint, 0, h, (n,), generator=generator, device=x.device)
+    cx = _draw(torch.randint, 0, w, (n,), generator=generator, device=x.device)
+    rows = torch.arange(h, device=x.device)[None, :]
+    cols = torch.arange(w, device=x.device)[None, :]
+    in_y = (rows >= (cy - length // 2)[:, None]) & (rows < (cy + length // 2)[:, None])  # (N, H)
+    in_x = (cols >= (cx - length // 2)[:, None]) & (cols < (cx + length // 2)[:, None])  # (N, W)
+    hole = in_y[:, None, :, None] & in_x[:, None, None, :]
+    return x.masked_fill(hole, 0)
+
+
 def _stats(v: Stats, c: int, like: torch.Tensor, name: str) -> torch.Tensor:
     t = torch.as_tensor(v, dtype=like.dtype, device=like.device).reshape(-1)
     if t.numel() not in (1, c):
@@ -126,10 +212,13 @@ class ImageTransform:
     1. training only: :func:`random_crop` with ``crop_padding`` (if ``> 0``), then
        :func:`random_hflip` (if ``hflip``), both drawing from ``generator``;
     2. to ``float32`` in ``[0, 1]`` (``uint8`` is divided by 255);
-    3. :func:`normalize` with ``mean`` / ``std`` (skipped when ``mean`` is ``None``);
-    4. if ``permutation`` is given, the flattened pixels are reordered, ``out[:, i] = in[:, perm[i]]``
+    3. with ``crop_size``: :func:`random_resized_crop` to ``crop_size`` while training,
+       :func:`center_crop` otherwise (ImageNet-style preprocessing);
+    4. :func:`normalize` with ``mean`` / ``std`` (skipped when ``mean`` is ``None``), then, while
+       training, :func:`cutout` of side ``cutout`` (if ``> 0``);
+    5. if ``permutation`` is given, the flattened pixels are reordered, ``out[:, i] = in[:, perm[i]]``
        (permuted MNIST, Golkar et al. 2019, Sec. 3.1; Goodfellow et al. 2013);
-    5. output shape ``(N, C*H*W)`` when ``flatten`` else ``(N, C, H, W)``.
+    6. output shape ``(N, C*H*W)`` when ``flatten`` else ``(N, C, H, W)``.
 
     The object is a plain, picklable class; given the same generator state it is deterministic.
 
@@ -139,18 +228,23 @@ class ImageTransform:
         hflip: random horizontal flips while training.
         permutation: ``int64`` tensor holding a permutation of ``0..C*H*W-1``, or ``None``.
         flatten: return ``(N, C*H*W)`` instead of ``(N, C, H, W)``.
+        crop_size: side of the random-resized (training) / centre (evaluation) crop, or ``None``.
+        cutout: side of the training cutout square (``0``: none).
 
     Raises:
-        ValueError: ``crop_padding < 0``, ``permutation`` is not a 1-D permutation, or ``mean`` and
+        ValueError: ``crop_padding < 0``, ``crop_size < 1``, ``cutout < 0``, ``permutation`` is not a 1-D permutation, or ``mean`` and
             ``std`` are not both given or both ``None``.
     """
 
     def __init__(self, mean: Optional[Stats] = None, std: Optional[Stats] = None, crop_padding: int = 0,
-                 hflip: bool = False, permutation: Optional[torch.Tensor] = None, flatten: bool = False) -> None:
+                 hflip: bool = False, permutation: Optional[torch.Tensor] = None, flatten: bool = False,
+                 crop_size: Optional[int] = None, cutout: int = 0) -> None:
         if (mean is None) != (std is None):
             raise ValueError("ImageTransform: give both mean and std, or neither")
         if crop_padding < 0:
             raise ValueError(f"ImageTransform: crop_padding must be >= 0, got {crop_padding}")
+        if crop_size is not None and crop_size < 1 or cutout < 0:
+            raise ValueError(f"ImageTransform: crop_size must be >= 1 and cutout >= 0, got {crop_size}, {cutout}")
         if permutation is not None:
             permutation = torch.as_tensor(permutation, dtype=torch.int64).detach().cpu().clone()
             if permutation.dim() != 1 or not torch.equal(torch.sort(permutation).values,
@@ -162,6 +256,8 @@ class ImageTransform:
         self.hflip = bool(hflip)
         self.permutation = permutation
         self.flatten = bool(flatten)
+        self.crop_size = None if crop_size is None else int(crop_size)
+        self.cutout = int(cutout)
 
     def __call__(self, x: torch.Tensor, train: bool = False,
                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -172,8 +268,12 @@ class ImageTransform:
             if self.hflip:
                 x = random_hflip(x, generator)
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        if self.crop_size is not None:
+            x = random_resized_crop(x, self.crop_size, generator) if train else center_crop(x, self.crop_size)
         if self.mean is not None:
             x = normalize(x, self.mean, self.std)
+        if train and self.cutout:
+            x = cutout(x, self.cutout, generator)
         n = x.shape[0]
         if self.permutation is not None:
             d = x[0].numel() if n else self.permutation.numel()
@@ -191,6 +291,8 @@ class ImageTransform:
     def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         """Shape of one output for one input of shape ``input_shape`` ``(C, H, W)``."""
         shape = tuple(int(s) for s in input_shape)
+        if self.crop_size is not None:
+            shape = (shape[0], self.crop_size, self.crop_size)
         if self.flatten:
             d = 1
             for s in shape:
@@ -201,4 +303,5 @@ class ImageTransform:
     def __repr__(self) -> str:
         perm = None if self.permutation is None else f"<{self.permutation.numel()}>"
         return (f"ImageTransform(mean={self.mean}, std={self.std}, crop_padding={self.crop_padding}, "
-                f"hflip={self.hflip}, permutation={perm}, flatten={self.flatten})")
+                f"hflip={self.hflip}, permutation={perm}, flatten={self.flatten}, crop_size={self.crop_size}, "
+                f"cutout={self.cutout})")
