@@ -59,6 +59,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", "-o", help="output folder (default: runs/BENCHMARK-METHOD)")
     p.add_argument("--epochs", type=int, help="training epochs per task (per growth round for cpg)")
     p.add_argument("--width", type=float, help="width multiplier of the zoo model (1.0 = published size)")
+    p.add_argument("--pretrained", metavar="FILE",
+                   help="a pretrained network as task 1 (CPG experiments 2-3): a state dict / safetensors file in "
+                        "torchvision's or timm's ResNet-50 key layout (or the zoo model's own), with its classifier "
+                        "head; 'torchvision' fetches the published ImageNet ResNet-50 (online only). The benchmark's "
+                        "tasks become tasks 2..; name, given accuracy, data and compacting of task 1 under "
+                        "'pretrained:' in --config (engine methods: cpg, pae, packnet, piggyback)")
     p.add_argument("--model", help="zoo model name (default: per benchmark, see `unforget list`)")
     p.add_argument("--batch-size", type=int, help="mini-batch size")
     p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"],
@@ -186,6 +192,8 @@ def _overrides(a: argparse.Namespace) -> dict:
         o["seed"] = a.seed
     if a.device is not None:
         o["device"] = a.device
+    if getattr(a, "pretrained", None):
+        o["pretrained"] = {"file": a.pretrained}
     return o
 
 

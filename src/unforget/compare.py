@@ -112,6 +112,11 @@ def compare(benchmark: str, methods: Sequence[str], out: str | Path, *, preset: 
         auto = auto or a
     for m, cfg in configs.items():  # validate every method and its options before training anything
         method_options(cfg, get_method(m).Options, m)
+        if cfg.pretrained is not None and not get_method(m).takes_pretrained:
+            from unforget.methods.base import PretrainedUnsupported
+
+            raise PretrainedUnsupported(f"method {m} cannot take a pretrained task 1 yet; leave it out of --methods "
+                                        "or drop --pretrained")
     distributed.init(configs[methods[0]].device)
     for m in methods:
         distributed.check_method(m)

@@ -128,6 +128,28 @@ class TrainConfig(_Strict):
         return m
 
 
+class PretrainedConfig(_Strict):
+    """A pretrained network as task 1 (Hung et al. 2019, Sec. 4.2-4.3: the ImageNet ResNet-50 /
+    the face-verification CNN-20 that later tasks pick from): ``pretrained:`` in a config file,
+    ``--pretrained FILE`` on the command line (:mod:`unforget.models.pretrained`).
+
+    ``file``: a local weight file (state dict / safetensors in torchvision's or timm's ResNet
+    key layout, or the zoo model's own), or ``torchvision`` for the published ImageNet
+    ResNet-50 weights fetched with ``torch.hub`` (online only; hash checked). ``name``: task 1's
+    name. ``accuracy``: its published accuracy, recorded (marked as given) when no test data is
+    at hand. ``data``: an image folder for task 1 (``train/`` and / or ``test/`` class folders;
+    classes in the head's order) to measure it and, with ``compact: true``, to compact it to
+    ``goal`` (default ``accuracy - 0.005``, the reference's ImageNet rule). Without training
+    data task 1 is kept whole (Piggyback's protocol)."""
+
+    file: Optional[str] = None
+    name: str = "pretrained"
+    accuracy: Optional[float] = Field(None, ge=0, le=1)
+    goal: Optional[float] = Field(None, ge=0, le=1)
+    compact: bool = False
+    data: Optional[str] = None
+
+
 class RunConfig(_Strict):
     """Everything that defines a run; written resolved into ``results.json`` under ``config``.
 
@@ -140,6 +162,7 @@ class RunConfig(_Strict):
     methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     device: str = "cpu"
+    pretrained: Optional[PretrainedConfig] = None
 
     @field_validator("device")
     @classmethod

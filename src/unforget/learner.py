@@ -24,10 +24,10 @@ from unforget.atomic import write_atomic
 from unforget.checkpoint import (CHECKPOINT, check_run_checkpoint, checkpoint_file, checkpoint_size, load_checkpoint,
                                  save_checkpoint)
 from unforget.config import RunConfig, run_identity
-from unforget.data.task import Benchmark, SequencePlan, Task
+from unforget.data.task import Benchmark, PretrainedTask, SequencePlan, Task
 from unforget.errors import CheckpointError, ConfigError, UnforgetError
 from unforget.evaluation import average_accuracy, bwt, forgetting, markdown_report
-from unforget.methods import Method, get_method
+from unforget.methods import Method, get_method, list_methods
 from unforget.training import Trainer, accuracy, seed_everything
 from unforget.training.progress import TaskClock, duration
 
@@ -203,6 +203,12 @@ class Learner:
         if task.id != self.n_learned + 1:
             raise UnforgetError(f"task {task.id} ({task.name}) cannot be learned now: {self.n_learned} tasks "
                                 f"learned, the next task id is {self.n_learned + 1}")
+        if isinstance(task, PretrainedTask) and not self.method.takes_pretrained:
+            from unforget.methods.base import PretrainedUnsupported
+
+            takes = sorted(n for n in list_methods() if get_method(n).takes_pretrained)
+            raise PretrainedUnsupported(f"method {self.config.method} cannot take a pretrained task 1 yet; "
+                                        f"methods that can: {', '.join(takes)}")
         for obs in self.observers:
             obs.before_task(self, task)
         t0 = time.perf_counter()
@@ -226,6 +232,8 @@ class Learner:
         resize = own.get("resize") or self.plan.info.get("resize", "stretch")  # a task's own rule wins
         self.tasks.append({"name": task.name, "classes": list(task.classes),
                            "preprocessing": preprocessing_of(task, resize),
+                           **({"accuracy_given": True} if isinstance(task, PretrainedTask) and task.accuracy_given
+                              else {}),
                            **(info or {})})
         self.wall_time_s += time.perf_counter() - t0
         for obs in self.observers:
@@ -233,7 +241,10 @@ class Learner:
         return rec
 
     def test(self, task: Task, split: str = "test") -> float:
-        """Accuracy (fraction) of the learned model on ``task``'s ``split``."""
+        """Accuracy (fraction) of the learned model on ``task``'s ``split``; for a pretrained
+        task without data in ``split``, its given accuracy (``None`` when none was given)."""
+        if isinstance(task, PretrainedTask) and len(getattr(task, split)) == 0:
+            return task.given_accuracy
         return accuracy(self.method.model_for(task.id), task, split, self.config.train.eval_batch_size,
                         self.method.device)
 

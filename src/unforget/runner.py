@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 from unforget import distributed
 from unforget.checkpoint import CHECKPOINT
 from unforget.config import RunConfig
-from unforget.data.task import Benchmark
+from unforget.data.task import Benchmark, PretrainedTask
 from unforget.errors import UnforgetError
 from unforget.learner import (Learner, ProgressLine, RunFolderWriter, SameModelCheck, build_method,  # noqa: F401
                               check_device, write_results)
@@ -83,6 +83,10 @@ def _run(config: RunConfig, data_root: Optional[str], out: Optional[Path], resum
          benchmark: Optional[Benchmark], download: bool, log: tuple[str, ...], notes: Optional[dict],
          write: bool = True) -> dict:
     bench = benchmark or load_benchmark(config, data_root, download)
+    if config.pretrained is not None and not (bench.tasks and isinstance(bench.tasks[0], PretrainedTask)):
+        from unforget.pretrained import with_pretrained_task
+
+        bench = with_pretrained_task(bench, config.pretrained, config.benchmark.seed)
     loggers = run_loggers(out, log) if out is not None and log and write else []
     try:
         return _learn_all(config, bench, out, resume, progress, loggers, notes, write)

@@ -64,6 +64,31 @@ class Task:
 
 
 @dataclass
+class PretrainedTask(Task):
+    """Task 1 given as a pretrained network rather than learned from data (Hung et al. 2019,
+    Sec. 4.2-4.3): an engine method loads ``weights`` (backbone and head) instead of training.
+    Its splits may be empty; with an empty test split its accuracy is ``given_accuracy`` (recorded
+    and reported as given, never measured).
+
+    Attributes:
+        weights: the weight file (or ``"torchvision"``), see :mod:`unforget.models.pretrained`.
+        given_accuracy: the published accuracy, or ``None``.
+        goal: accuracy goal when compacting it (needs training and validation data).
+        compact: compact it to ``goal`` (True) or keep it whole (Piggyback's protocol).
+    """
+
+    weights: str = ""
+    given_accuracy: Optional[float] = None
+    goal: Optional[float] = None
+    compact: bool = False
+
+    @property
+    def accuracy_given(self) -> bool:
+        """True when the test accuracy is the given one (no test data)."""
+        return len(self.test) == 0
+
+
+@dataclass
 class Benchmark:
     """An ordered task sequence (tasks ``1..K``) plus how it was built.
 

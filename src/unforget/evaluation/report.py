@@ -17,9 +17,18 @@ def markdown_report(results: dict) -> str:
              "Accuracy matrix R[i, j] (test accuracy %, row = after learning task i, column = task j):", ""]
     lines.append("| after \\ on | " + " | ".join(f"T{j + 1}" for j in range(K)) + " |")
     lines.append("|---" * (K + 1) + "|")
+    given = {j for j, t in enumerate(results["tasks"][:K]) if t.get("accuracy_given")}
     for i, row in enumerate(R):
-        cells = [_pct(row[j]) if j < len(row) else "" for j in range(K)]
+        cells = [(_pct(row[j]) + (" (given)" if j in given and row[j] is not None else "")) if j < len(row) else ""
+                 for j in range(K)]
         lines.append(f"| T{i + 1} | " + " | ".join(cells) + " |")
+    for j in sorted(given):
+        t = results["tasks"][j]
+        pre = t.get("pretrained") or {}
+        what = (f"its given accuracy {_pct(pre.get('given_accuracy'))} % (pretrained.accuracy)"
+                if pre.get("given_accuracy") is not None else "no accuracy (none was given)")
+        lines += ["", f"T{j + 1} ({t['name']}) is a pretrained network ({pre.get('file', '?')}) without test data: "
+                      f"its column holds {what}, not a measurement. {pre.get('decision', '')}".rstrip()]
     lines += ["", "| task | name | accuracy goal | val acc. | pruning ratio | width | train time (s) |",
               "|---|---|---|---|---|---|---|"]
     for i, t in enumerate(results["tasks"][:K]):
@@ -111,7 +120,11 @@ def decisions(results: dict) -> list[str]:
     out = [f"### Why {results.get('method', 'the method')} did what it did, task by task", ""]
     for i, t in enumerate(tasks):
         out.append(f"**Task {i + 1} — {t.get('name', '')}**: final validation accuracy {_pct(t.get('val_accuracy'))} %")
-        out.append(f"- {_goal_text(t, first=i == 0)}")
+        pre = t.get("pretrained")
+        if pre:
+            out.append(f"- a pretrained network ({pre.get('file')}), not trained here: {pre.get('decision', '')}")
+        else:
+            out.append(f"- {_goal_text(t, first=i == 0)}")
         for step in t.get("growth") or []:
             out.append(f"- trained at {step.get('expansion', 1.0):.2f}x with {_n(step.get('claimed'))} free weights claimed: "
                        f"validation {_pct(step.get('val_accuracy'))} %, training {_pct(step.get('train_accuracy'))} % → "

@@ -16,6 +16,10 @@ from unforget.training import Trainer
 _METHODS: dict[str, type["Method"]] = {}
 
 
+class PretrainedUnsupported(ConfigError):
+    """A pretrained task 1 given to a method that cannot take one, or not as task 1."""
+
+
 class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -86,6 +90,9 @@ class Method:
     Options: ClassVar[type[BaseModel]] = NoOptions
     exact: ClassVar[bool] = False
     """True when the method guarantees bit-exact outputs on earlier tasks (BWT exactly 0)."""
+    takes_pretrained: ClassVar[bool] = False
+    """True when the method can take a pretrained network as task 1
+    (:class:`~unforget.data.task.PretrainedTask`)."""
 
     def __init__(self, config: RunConfig, plan: SequencePlan | Benchmark, trainer: Trainer) -> None:
         self.config = config

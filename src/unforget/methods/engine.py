@@ -36,7 +36,7 @@ from typing import Literal, Optional
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from unforget.data.task import Task
+from unforget.data.task import PretrainedTask, Task
 from unforget.layers import (SCORE_INIT, begin_task, end_task, grow_group, norm_layers, to_task_aware,
                              weighted_layers)
 from unforget.methods.base import Method, tensor_bytes
@@ -101,6 +101,7 @@ class EngineMethod(Method):
 
     Options = EngineOptions
     exact = True
+    takes_pretrained = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -317,9 +318,62 @@ class EngineMethod(Method):
         self._restore(best if best is not None else before)
         return {"epochs": done, "kept": best is not None, "val": best_val}
 
+    def _learn_pretrained(self, task: PretrainedTask) -> dict:
+        """Task 1 from a pretrained network (Hung et al. 2019, Sec. 4.2-4.3; the reference's
+        ``--use_imagenet_pretrained``): the file's backbone and head, all weights owned by task 1,
+        no training. With training and validation data and ``task.compact`` it is then compacted
+        to ``task.goal`` as any task (the paper prunes ImageNet's ResNet-50); otherwise it is
+        kept whole (Piggyback's protocol) and later tasks pick from it and grow."""
+        from unforget.methods.base import PretrainedUnsupported
+        from unforget.models.pretrained import load_backbone, load_head, read_pretrained
+
+        o: EngineOptions = self.options
+        if self.learned or task.id != 1:
+            raise PretrainedUnsupported(f"a pretrained network can only be task 1, not task {task.id}")
+        weights = read_pretrained(task.weights)
+        net = self.new_backbone()
+        load_backbone(net, self.model_name(), weights)
+        self.model = to_task_aware(net)
+        self.original_weights = self.allocated_weights()
+        begin_task(self.model, 1, task.n_classes, claim_free=True, learn_picks=False)
+        load_head(self.model.heads["1"], weights)
+        val = self.trainer.accuracy(self.model, task, "val") if len(task.val) else None
+        claimed = sum(own_counts(self.model, 1).values())
+        goal = task.goal
+        if not task.compact:
+            why = "kept whole (pretrained.compact is false: Piggyback's protocol)"
+        elif o.compact == "none":
+            why = "kept whole (the method does not compact)"
+        elif not len(task.train) or val is None:
+            why = "kept whole: compacting needs training and validation data (pretrained.data with train/)"
+        elif goal is None:
+            why = "kept whole: compacting needs a goal (pretrained.goal or pretrained.accuracy)"
+        else:
+            why = None
+        if why is None:
+            comp = self._compact(task, goal, val, missed=val < goal, floor=0.0)
+            why = f"compacted to ratio {comp['ratio']:.2f} with goal {100 * goal:.2f} %"
+        else:
+            comp = {"ratio": 0.0, "val": val, "ladder": {}, "epochs": 0}
+        end_task(self.model, 1)
+        self.learned.append(1)
+        weights_rec = {"claimed": claimed, **self._weights_of(1)}
+        weights_rec["released"] = claimed - weights_rec["kept"]
+        return {"val_accuracy": comp["val"], "unpruned_val_accuracy": val, "train_accuracy": None,
+                "accuracy_goal": goal if comp["ladder"] else None, "missed_goal": False,
+                "pruning_ratio": comp["ratio"], "compaction": comp["ladder"],
+                "retrain": {"epochs": 0, "kept": False, "val": comp["val"]}, "growth_rounds": 0,
+                "growth": [], "weights": weights_rec, "network_epochs": comp["epochs"], "width": 1.0,
+                "widths": {n: g.width(1) for n, g in self.model.groups.items()},
+                "pretrained": {"file": weights.source, "decision": why, "given_accuracy": task.given_accuracy,
+                               "accuracy_given": task.accuracy_given}}
+
     # --------------------------------------------------------------- Method interface
     def learn(self, task: Task) -> dict:
-        """Hung et al. 2019, Alg. 1 with the reference code's protocol (module doc, steps 1-4)."""
+        """Hung et al. 2019, Alg. 1 with the reference code's protocol (module doc, steps 1-4);
+        a :class:`~unforget.data.task.PretrainedTask` is loaded instead (:meth:`_learn_pretrained`)."""
+        if isinstance(task, PretrainedTask):
+            return self._learn_pretrained(task)
         o: EngineOptions = self.options
         k = task.id
         uses_goal = o.grow or o.compact == "goal"  # fixed-ratio packnet and piggyback never read one
