@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from unforget.errors import UnforgetError
+from unforget.errors import ConfigError, UnforgetError
 
 CHECKPOINT = "checkpoint.safetensors"
 """``unforget.checkpoint.CHECKPOINT``, repeated here: that module needs PyTorch, and the Ctrl-C
@@ -48,6 +48,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     from unforget.config import PRESETS
 
     p.add_argument("--benchmark", "-b", help="task sequence (see `unforget list`); default: digits, embedded, no download")
+    p.add_argument("--benchmark-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the benchmark itself (benchmark.options), e.g. --benchmark-option age_fold=2 "
+                        "for facial; repeatable")
     p.add_argument("--config", "-c", help="YAML file overriding the preset (same keys as results.json's config)")
     p.add_argument("--preset", default="cpu", choices=list(PRESETS),
                    help="hyper-parameter preset: cpu (a 2-core machine finishes in minutes), full (split-cifar10 on "
@@ -194,6 +197,16 @@ def _overrides(a: argparse.Namespace) -> dict:
         o["device"] = a.device
     if getattr(a, "pretrained", None):
         o["pretrained"] = {"file": a.pretrained}
+    if getattr(a, "benchmark_option", None):
+        import yaml
+
+        opts = {}
+        for item in a.benchmark_option:
+            key, eq, value = item.partition("=")
+            if not eq or not key.strip():
+                raise ConfigError(f"--benchmark-option takes KEY=VALUE, got {item!r}")
+            opts[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        o.setdefault("benchmark", {})["options"] = opts
     return o
 
 

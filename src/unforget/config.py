@@ -56,6 +56,8 @@ class BenchmarkConfig(_Strict):
     class_order: Optional[list[int]] = None
     task_order: Optional[list[int]] = None
     shuffle_tasks: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+    """The benchmark's own options (e.g. ``facial``'s ``age_fold``); see ``unforget list``."""
 
 
 class ModelConfig(_Strict):
@@ -148,6 +150,13 @@ class PretrainedConfig(_Strict):
     goal: Optional[float] = Field(None, ge=0, le=1)
     compact: bool = False
     data: Optional[str] = None
+    head: Literal["linear", "a-softmax"] = "linear"
+    """Kind of task 1's head in the file (``a-softmax``: SphereFace's margin head)."""
+    pairs: Optional[str] = None
+    """A verification ``pairs.txt`` (LFW layout): task 1 is then tested with the verification
+    protocol on those pairs (face verification), whose images are under ``pairs_root``
+    (``pairs_root/<person>/<person>_0001.jpg``)."""
+    pairs_root: Optional[str] = None
 
 
 class RunConfig(_Strict):

@@ -233,7 +233,9 @@ class Learner:
         self.tasks.append({"name": task.name, "classes": list(task.classes),
                            "preprocessing": preprocessing_of(task, resize),
                            **({"accuracy_given": True} if isinstance(task, PretrainedTask) and task.accuracy_given
-                              else {}),
+                              and task.pairs is None else {}),
+                           **({"test_protocol": f"verification, {len(task.pairs.folds)} folds of pairs"}
+                              if task.pairs is not None else {}),
                            **(info or {})})
         self.wall_time_s += time.perf_counter() - t0
         for obs in self.observers:
@@ -243,6 +245,11 @@ class Learner:
     def test(self, task: Task, split: str = "test") -> float:
         """Accuracy (fraction) of the learned model on ``task``'s ``split``; for a pretrained
         task without data in ``split``, its given accuracy (``None`` when none was given)."""
+        if split == "test" and task.pairs is not None:  # face verification: the LFW protocol
+            from unforget.evaluation.verification import evaluate_pairs
+
+            return evaluate_pairs(self.method.model_for(task.id), task, self.config.train.eval_batch_size,
+                                  self.method.device).accuracy
         if isinstance(task, PretrainedTask) and len(getattr(task, split)) == 0:
             return task.given_accuracy
         return accuracy(self.method.model_for(task.id), task, split, self.config.train.eval_batch_size,

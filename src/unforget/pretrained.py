@@ -14,7 +14,7 @@ import torch
 from unforget.config import PretrainedConfig
 from unforget.data.benchmarks import BuildOptions
 from unforget.data.fine_grained import IMAGENET_MEAN, IMAGENET_STD
-from unforget.data.task import Benchmark, PretrainedTask, Split
+from unforget.data.task import Benchmark, PairSet, PretrainedTask, Split
 from unforget.data.transforms import ImageTransform
 from unforget.errors import ConfigError, DataError
 from unforget.models.pretrained import PretrainedWeights, read_pretrained
@@ -54,6 +54,34 @@ def _task_data(cfg: PretrainedConfig, n_classes: int, stored: tuple[int, ...], s
     return train, val, test, names
 
 
+def _pairs(cfg: PretrainedConfig, stored: tuple[int, ...]) -> PairSet:
+    """The verification pairs of ``cfg.pairs`` with their images from ``cfg.pairs_root``
+    (LFW layout), decoded at the stored size of the benchmark's images."""
+    from unforget.data.custom.images import _load_image
+    from unforget.evaluation.verification import lfw_image_path, read_pairs
+
+    if not cfg.pairs_root:
+        raise ConfigError("pretrained.pairs needs pretrained.pairs_root: the folder of the pair images "
+                          "(<person>/<person>_0001.jpg, LFW's layout)")
+    pf = read_pairs(cfg.pairs)
+    cache: dict = {}
+
+    def image(person: str, number: int) -> torch.Tensor:
+        key = (person, number)
+        if key not in cache:
+            path = lfw_image_path(cfg.pairs_root, person, number)
+            if not path.is_file():
+                raise DataError(f"verification pair image {path} not found (named by {cfg.pairs}); give the whole "
+                                "image folder in pretrained.pairs_root")
+            cache[key] = torch.from_numpy(_load_image(path, tuple(stored[1:]), stored[0], "stretch").copy())
+        return cache[key]
+
+    first = torch.stack([image(*p.first) for p in pf.pairs])
+    second = torch.stack([image(*p.second) for p in pf.pairs])
+    same = torch.tensor([p.same for p in pf.pairs], dtype=torch.bool)
+    return PairSet(first, second, same, [list(r) for r in pf.folds()])
+
+
 def with_pretrained_task(bench: Benchmark, cfg: PretrainedConfig, seed: int = 0,
                          weights: Optional[PretrainedWeights] = None) -> Benchmark:
     """``bench`` with a pretrained task 1 in front (its tasks renumbered 2..K+1).
@@ -70,19 +98,21 @@ def with_pretrained_task(bench: Benchmark, cfg: PretrainedConfig, seed: int = 0,
     if not cfg.file:
         raise ConfigError("pretrained: give the weight file (--pretrained FILE, or pretrained.file in the config)")
     weights = weights or read_pretrained(cfg.file)
-    n = weights.n_classes
-    if n is None:
+    n = weights.classes_for(cfg.head)
+    if n is None and not cfg.pairs:
         from unforget.models.resnet50 import PretrainedWeightsError
 
         raise PretrainedWeightsError(f"pretrained weights {weights.source} hold no classifier head, so they cannot be "
-                                     "task 1 (fc.weight / fc.bias, or head.weight / head.bias)")
+                                     "task 1 (fc.weight / fc.bias, or head.weight / head.bias); a verification network "
+                                     "(pretrained.pairs) may come without one")
+    n = n or 2  # a verification task without its training head: an unused placeholder head
     shape = tuple(bench.input_shape)
-    if len(shape) == 3:
+    if len(shape) == 3 and bench.info.get("pretrained_preprocessing") == "imagenet":
         side = shape[1]
         stored = (shape[0], round(side * 256 / 224), round(shape[2] * 256 / 224))
         tf = ImageTransform(IMAGENET_MEAN, IMAGENET_STD, hflip=True, crop_size=side)
-    else:
-        stored, tf = shape, bench.tasks[0].transform
+    else:  # the benchmark's own preprocessing (e.g. faces: 112x112, mean / std 0.5)
+        stored, tf = tuple(bench.tasks[0].train.x.shape[1:]), bench.tasks[0].transform
     if cfg.data:
         if len(shape) != 3:
             raise ConfigError("pretrained.data needs image inputs")
@@ -91,11 +121,14 @@ def with_pretrained_task(bench: Benchmark, cfg: PretrainedConfig, seed: int = 0,
         train, val, test, classes = _empty(stored), _empty(stored), _empty(stored), [f"class {i}" for i in range(n)]
     goal = cfg.goal if cfg.goal is not None else (None if cfg.accuracy is None else
                                                    max(0.0, cfg.accuracy - IMAGENET_GOAL_MARGIN))
-    first = PretrainedTask(1, cfg.name, classes, train, val, test, tf, shape, weights=str(cfg.file),
-                           given_accuracy=cfg.accuracy, goal=goal, compact=cfg.compact)
+    pairs = _pairs(cfg, stored) if cfg.pairs else None
+    first = PretrainedTask(1, cfg.name, classes, train, val, test, tf, shape, head=cfg.head, pairs=pairs,
+                           weights=str(cfg.file), given_accuracy=cfg.accuracy, goal=goal, compact=cfg.compact)
     tasks = [first] + [dataclasses.replace(t, id=t.id + 1) for t in bench.tasks]
     note = {"file": weights.source, "name": cfg.name, "classes": n, "given_accuracy": cfg.accuracy,
-            "data": cfg.data, "compact": cfg.compact, "goal": goal}
+            "data": cfg.data, "compact": cfg.compact, "goal": goal, "head": cfg.head,
+            "pairs": None if pairs is None else {"file": cfg.pairs, "root": cfg.pairs_root, "pairs": len(pairs),
+                                                 "folds": len(pairs.folds)}}
     entry = {"name": cfg.name, "classes": n, "n_train": len(train), "n_val": len(val), "n_test": len(test),
              "pretrained": True, "resize": "center-crop"}
     info = {**bench.info, "pretrained": note, "tasks": [entry] + list(bench.info.get("tasks", [])),

@@ -27,7 +27,7 @@ def load_benchmark(config: RunConfig, data_root: Optional[str] = None, download:
     b = config.benchmark
     return build_benchmark(b.name, data_root, seed=b.seed, val_fraction=b.val_fraction, class_order=b.class_order,
                            task_order=b.task_order, n_tasks=b.n_tasks, max_train_per_class=b.max_train_per_class,
-                           download=download, shuffle_tasks=b.shuffle_tasks)
+                           download=download, shuffle_tasks=b.shuffle_tasks, options=b.options)
 
 
 def run(config: RunConfig, *, data_root: Optional[str] = None, out_dir: Optional[str | Path] = None,

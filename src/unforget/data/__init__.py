@@ -8,7 +8,7 @@ Public API::
 """
 from unforget.data import readers, transforms
 from unforget.data import custom  # noqa: F401  (registers the image-folder and npz benchmarks)
-from unforget.data import fine_grained  # noqa: F401  (registers fine-grained)
+from unforget.data import facial, fine_grained  # noqa: F401  (registers facial, fine-grained)
 from unforget.data.benchmarks import (
     BuildOptions,
     build_benchmark,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -55,6 +55,8 @@ class BuildOptions:
         n_tasks: number of tasks asked for (``None``: the builder's default).
         max_train_per_class: cap on the training images (train + val) kept per class, or ``None``.
         download: let readers fetch missing official archives.
+        options: the benchmark's own options (``benchmark.options`` in a config, ``--benchmark-option
+            KEY=VALUE``), only those it declared when registered (e.g. ``facial``'s ``age_fold``).
     """
 
     data_root: Path
@@ -64,6 +66,7 @@ class BuildOptions:
     n_tasks: Optional[int] = None
     max_train_per_class: Optional[int] = None
     download: bool = False
+    options: dict = field(default_factory=dict, hash=False, compare=False)
 
 
 Builder = Callable[[BuildOptions], Union[Benchmark, "list[Task]"]]
@@ -73,18 +76,22 @@ Builder = Callable[[BuildOptions], Union[Benchmark, "list[Task]"]]
 class _Entry:
     builder: Builder
     description: str
+    options: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
 # ----------------------------------------------------------------------------- registry
-def register_benchmark(name: str, description: str, *, overwrite: bool = False) -> Callable[[Builder], Builder]:
+def register_benchmark(name: str, description: str, *, overwrite: bool = False,
+                       options: tuple[str, ...] = ()) -> Callable[[Builder], Builder]:
     """Decorator: register ``builder(options: BuildOptions) -> Benchmark | list[Task]`` as ``name``.
 
     The builder returns its full default sequence; :func:`build_benchmark` then applies
     ``task_order`` and cuts to ``n_tasks`` (builders whose length is set by ``n_tasks``, such as
-    ``permuted-mnist``, build exactly ``options.n_tasks`` tasks themselves).
+    ``permuted-mnist``, build exactly ``options.n_tasks`` tasks themselves). ``options`` names
+    the benchmark's own options (``BuildOptions.options``); any other is refused by
+    :func:`build_benchmark`.
 
     Raises:
         RegistryError: ``name`` is already registered and ``overwrite`` is false.
@@ -92,7 +99,7 @@ def register_benchmark(name: str, description: str, *, overwrite: bool = False) 
     def deco(builder: Builder) -> Builder:
         if name in _REGISTRY and not overwrite:
             raise RegistryError(f"benchmark '{name}' is already registered; pick another name or pass overwrite=True")
-        _REGISTRY[name] = _Entry(builder, description)
+        _REGISTRY[name] = _Entry(builder, description, tuple(options))
         return builder
 
     return deco
@@ -121,7 +128,8 @@ def _int_list(v, what: str) -> Optional[tuple[int, ...]]:
 def build_benchmark(name: str, data_root: Optional[PathLike] = None, *, seed: int = 0, val_fraction: float = 0.1,
                     class_order: Optional[Sequence[int]] = None, task_order: Optional[Sequence[int]] = None,
                     n_tasks: Optional[int] = None, max_train_per_class: Optional[int] = None,
-                    download: bool = False, shuffle_tasks: bool = False) -> Benchmark:
+                    download: bool = False, shuffle_tasks: bool = False,
+                    options: Optional[dict] = None) -> Benchmark:
     """Build the registered benchmark ``name``.
 
     Args:
@@ -143,6 +151,8 @@ def build_benchmark(name: str, data_root: Optional[PathLike] = None, *, seed: in
         download: let readers fetch missing official archives (needs the internet).
         shuffle_tasks: draw the task order from ``seed`` (a permutation of the builder's
             sequence, the same for the same seed); not together with ``task_order``.
+        options: the benchmark's own options (see :func:`register_benchmark`), e.g.
+            ``{"age_fold": 2}`` for ``facial``.
 
     Returns:
         a :class:`~unforget.data.task.Benchmark` whose ``info`` records the options and, under
@@ -169,9 +179,14 @@ def build_benchmark(name: str, data_root: Optional[PathLike] = None, *, seed: in
         raise DataError(f"class_order must list distinct non-negative class indices, got {list(corder)}")
     if torder is not None and (len(set(torder)) != len(torder) or min(torder, default=0) < 0):
         raise DataError(f"task_order must be a permutation of 0-based task positions (each once), got {list(torder)}")
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(_REGISTRY[name].options))
+    if unknown:
+        have = ", ".join(_REGISTRY[name].options) or "none"
+        raise DataError(f"benchmark '{name}' has no option {unknown[0]!r}; its options: {have}")
     opts = BuildOptions(data_root=resolve_root(data_root), seed=seed, val_fraction=float(val_fraction),
                         class_order=corder, n_tasks=n_tasks, max_train_per_class=max_train_per_class,
-                        download=bool(download))
+                        download=bool(download), options=options)
     built = _REGISTRY[name].builder(opts)
     if isinstance(built, Benchmark):
         tasks, info, input_shape = list(built.tasks), dict(built.info), tuple(built.input_shape)
@@ -205,7 +220,8 @@ def build_benchmark(name: str, data_root: Optional[PathLike] = None, *, seed: in
     info = {"name": name, "seed": seed, "val_fraction": float(val_fraction),
             "class_order": None if corder is None else list(corder),
             "task_order": None if torder is None else list(torder), "n_tasks": len(tasks),
-            "max_train_per_class": max_train_per_class, "data_root": str(opts.data_root), **info,
+            "max_train_per_class": max_train_per_class, "data_root": str(opts.data_root),
+            **({"options": options} if options else {}), **info,
             "tasks": per_task}
     return Benchmark(name=name, tasks=tasks, input_shape=input_shape, info=info)
 

@@ -106,7 +106,7 @@ def fine_grained_benchmark(root: PathLike, *, tasks: Sequence[str] = FINE_GRAINE
         per_task.append({**info, "stored_size": [side, side], "resize": resize,
                          "train_augmentation": ("flip + cutout 16" if cropped else
                                                 f"random resized crop {image_size} + flip + cutout 16")})
-    extra = {"data_root": str(base), "image_size": image_size, "datasets": names,
+    extra = {"data_root": str(base), "image_size": image_size, "datasets": names, "pretrained_preprocessing": "imagenet",
              "goals_piggyback": {t: PIGGYBACK_GOALS[t] for t in names if t in PIGGYBACK_GOALS}}
     return _benchmark(name, built, per_task, (3, image_size, image_size), opts, extra, True)
 

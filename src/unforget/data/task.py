@@ -57,10 +57,31 @@ class Task:
     test: Split
     transform: Callable[..., torch.Tensor]
     input_shape: tuple[int, ...]
+    head: str = "linear"
+    """Kind of the task's classifier head: ``linear`` or ``a-softmax`` (SphereFace's angular
+    margin, :mod:`unforget.models.heads`; engine methods)."""
+    pairs: Optional["PairSet"] = None
+    """Verification pairs: when given, the task's test accuracy is the face-verification
+    protocol over them (:mod:`unforget.evaluation.verification`), not classification."""
 
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+
+@dataclass
+class PairSet:
+    """Image pairs for verification (LFW's View 2): ``first`` / ``second`` raw images (e.g.
+    ``uint8`` ``(P, C, H, W)``, through the task's transform), ``same`` ``bool`` ``(P,)`` and the
+    index lists of the folds (``pairs.txt``'s sets)."""
+
+    first: torch.Tensor
+    second: torch.Tensor
+    same: torch.Tensor
+    folds: list
+
+    def __len__(self) -> int:
+        return int(self.same.shape[0])
 
 
 @dataclass
@@ -84,8 +105,8 @@ class PretrainedTask(Task):
 
     @property
     def accuracy_given(self) -> bool:
-        """True when the test accuracy is the given one (no test data)."""
-        return len(self.test) == 0
+        """True when the test accuracy is the given one (no test data, no verification pairs)."""
+        return len(self.test) == 0 and self.pairs is None
 
 
 @dataclass

@@ -195,3 +195,23 @@ def verification_accuracy(a, b, same: Sequence[bool], folds: Sequence[Sequence[i
         used.append(best)
         accs.append(_accuracy(dist[test], same[test], best))
     return VerificationResult(float(np.mean(accs)), float(np.std(accs)), accs, used)
+
+
+@torch.no_grad()
+def evaluate_pairs(model: torch.nn.Module, task, batch_size: int = 256, device: str | torch.device = "cpu"
+                   ) -> VerificationResult:
+    """The verification protocol for ``task.pairs`` (a :class:`~unforget.data.task.PairSet`):
+    each image goes through ``task.transform`` (evaluation) and ``model.embed(x, task.id)``
+    (evaluation mode, no gradient), then :func:`verification_accuracy` over the pairs' folds."""
+    pairs = task.pairs
+    was = model.training
+    model.eval()
+    try:
+        def embed(images: torch.Tensor) -> torch.Tensor:
+            out = [model.embed(task.transform(images[i:i + batch_size]).to(device), task.id).float().cpu()
+                   for i in range(0, len(images), batch_size)]
+            return torch.cat(out) if out else torch.zeros(0)
+
+        return verification_accuracy(embed(pairs.first), embed(pairs.second), pairs.same.tolist(), pairs.folds)
+    finally:
+        model.train(was)

@@ -76,12 +76,13 @@ def norm_layers(model: nn.Module) -> Iterator[tuple[str, TaskBatchNorm]]:
 
 
 def begin_task(model: MultiHeadNet, task: int, n_classes: int, *, claim_free: bool = True,
-               learn_picks: bool = False, widths: Optional[dict[str, int]] = None) -> None:
+               learn_picks: bool = False, widths: Optional[dict[str, int]] = None, head: str = "linear") -> None:
     """Start learning ``task`` on a task-aware ``model``: its width is every group's current
     size; with ``claim_free`` it takes the free weights in that width (owner 0 -> task); with
     ``learn_picks`` it gets pick scores over earlier tasks' weights; it gets its own biases,
     batch norms and head. Sets ``model.task_context.training_task``. ``widths`` (group name ->
-    units) overrides the widths, to rebuild a finished task from a checkpoint."""
+    units) overrides the widths, to rebuild a finished task from a checkpoint. ``head``: the
+    head's kind (``linear`` or ``a-softmax``, :mod:`unforget.models.heads`)."""
     device = next(model.parameters()).device
     for name, g in model.groups.items():
         g.widths[task] = g.size if widths is None else widths[name]
@@ -89,7 +90,7 @@ def begin_task(model: MultiHeadNet, task: int, n_classes: int, *, claim_free: bo
         layer.begin_task(task, claim_free=claim_free, learn_picks=learn_picks)
     for _, norm in norm_layers(model):
         norm.begin_task(task, device)
-    model.add_head(task, n_classes, in_features=model.groups[model.feature_group].width(task))
+    model.add_head(task, n_classes, in_features=model.groups[model.feature_group].width(task), kind=head)
     model.task_context.training_task = task
 
 
@@ -137,4 +138,5 @@ def grow_group(model: MultiHeadNet, group: str, n: int, task: Optional[int]) -> 
             with torch.no_grad():
                 head.weight.zero_()
                 head.weight[:, : old.in_features] = old.weight
-                head.bias.copy_(old.bias)
+                if head.bias is not None:
+                    head.bias.copy_(old.bias)

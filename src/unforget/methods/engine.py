@@ -78,7 +78,8 @@ class EngineOptions(BaseModel):
     # ---- accuracy goals
     goal: GoalSource = "scratch"
     goal_tolerance: float = Field(0.01, ge=0, le=1, description="goal = reference accuracy minus this (not for explicit goals)")
-    goals: Optional[list[float]] = None
+    goals: Optional[list[float] | dict[str, float]] = Field(None, description="explicit goals: one per task in "
+                                                                                 "order, or by task name")
     goal_repeats: int = Field(5, ge=1, description="fine-avg / fine-max: fine-tune chains averaged (reference: 5)")
     finetune_lr: float = Field(5e-3, gt=0, description="fine-avg / fine-max: learning rate of the fine-tune chains (reference: 5e-3)")
     goal_chance_margin: float = Field(0.05, ge=0, le=1, description="a goal reference at most this far above chance did not "
@@ -91,7 +92,8 @@ class EngineOptions(BaseModel):
 
     @model_validator(mode="after")
     def _check(self):
-        if self.goals is not None and any(not 0 <= g <= 1 for g in self.goals):
+        values = list(self.goals.values()) if isinstance(self.goals, dict) else self.goals
+        if values is not None and any(not 0 <= g <= 1 for g in values):
             raise ValueError("accuracy goals must lie in [0, 1]")
         return self
 
@@ -335,8 +337,9 @@ class EngineMethod(Method):
         load_backbone(net, self.model_name(), weights)
         self.model = to_task_aware(net)
         self.original_weights = self.allocated_weights()
-        begin_task(self.model, 1, task.n_classes, claim_free=True, learn_picks=False)
-        load_head(self.model.heads["1"], weights)
+        begin_task(self.model, 1, task.n_classes, claim_free=True, learn_picks=False, head=task.head)
+        if weights.head is not None:  # a verification network may come without its training head
+            load_head(self.model.heads["1"], weights)
         val = self.trainer.accuracy(self.model, task, "val") if len(task.val) else None
         claimed = sum(own_counts(self.model, 1).values())
         goal = task.goal
@@ -384,7 +387,7 @@ class EngineMethod(Method):
         rounds, epochs = 0, 0
         history: list[dict] = []
         while True:
-            begin_task(self.model, k, task.n_classes, claim_free=claim, learn_picks=learn_picks)
+            begin_task(self.model, k, task.n_classes, claim_free=claim, learn_picks=learn_picks, head=task.head)
             val, train_acc = self._train_task(task, grown=rounds > 0)
             epochs += self.trainer.config.epochs
             goal = self.goals.after_training(goal, val) if uses_goal else None
@@ -478,6 +481,7 @@ class EngineMethod(Method):
                 "groups": {n: {"size": g.size, "widths": {str(t): w for t, w in g.widths.items()}}
                            for n, g in self.model.groups.items()},
                 "heads": {k: h.out_features for k, h in self.model.heads.items()},
+                "head_kinds": dict(getattr(self.model, "head_kinds", {})),
                 "picks": {name: sorted(l.pick_tasks) for name, l in weighted_layers(self.model)}}
         tensors = dict(self.model.state_dict())
         goal_tensors, goal_meta = self.goals.state()
@@ -491,7 +495,8 @@ class EngineMethod(Method):
             grow_group(m, name, g["size"] - m.groups[name].size, None)
         for t in meta["learned"]:
             begin_task(m, t, meta["heads"][str(t)], claim_free=False, learn_picks=False,
-                       widths={name: g["widths"][str(t)] for name, g in meta["groups"].items()})
+                       widths={name: g["widths"][str(t)] for name, g in meta["groups"].items()},
+                       head=meta.get("head_kinds", {}).get(str(t), "linear"))
             m.task_context.training_task = None
         layers = dict(weighted_layers(m))
         for name, tasks in meta["picks"].items():

@@ -111,7 +111,7 @@ class GoalSetter:
             ``unused_reference``; ``warning`` when the task's own network stayed at chance.
     """
 
-    def __init__(self, method, source: GoalSource, tolerance: float = 0.0, goals: Optional[list[float]] = None,
+    def __init__(self, method, source: GoalSource, tolerance: float = 0.0, goals: Optional[list[float] | dict[str, float]] = None,
                  repeats: int = GOAL_REPEATS, finetune_lr: float = FINETUNE_LR,
                  chance_margin: float = CHANCE_MARGIN) -> None:
         if source not in GOAL_SOURCES:
@@ -120,9 +120,11 @@ class GoalSetter:
             raise ConfigError(f"goal_tolerance must lie in [0, 1], got {tolerance}")
         if source == "explicit":
             if not goals:
-                raise ConfigError("accuracy goal source 'explicit' needs a list 'goals' (one per task, in [0, 1])")
-            if any(not 0.0 <= g <= 1.0 for g in goals):
-                raise ConfigError(f"accuracy goals must lie in [0, 1], got {list(goals)}")
+                raise ConfigError("accuracy goal source 'explicit' needs 'goals': a list (one per task) or a mapping "
+                                  "from task names, values in [0, 1]")
+            values = list(goals.values()) if isinstance(goals, dict) else list(goals)
+            if any(not 0.0 <= g <= 1.0 for g in values):
+                raise ConfigError(f"accuracy goals must lie in [0, 1], got {values}")
         if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
             raise ConfigError(f"goal_repeats must be an integer >= 1, got {repeats!r}")
         if not finetune_lr > 0:
@@ -156,13 +158,19 @@ class GoalSetter:
         pending: dict = {"task": task.id, "source": self.source, "tolerance": self.tolerance, "chance": chance}
         goal: Optional[float] = None
         if self.source == "explicit":
-            if task.id > len(self.goals):
+            if isinstance(self.goals, dict):
+                if task.name not in self.goals:
+                    raise ConfigError(f"'goals' has no accuracy goal for task {task.id} ({task.name}); it names: "
+                                      f"{', '.join(self.goals)}")
+                goal = float(self.goals[task.name])
+            elif task.id > len(self.goals):
                 raise ConfigError(f"'goals' lists {len(self.goals)} accuracy goals but task {task.id} needs one")
-            goal = float(self.goals[task.id - 1])
+            else:
+                goal = float(self.goals[task.id - 1])
             pending.update(reference=[], tolerance=0.0)
         elif self.source == "scratch" and self.method.learned:
             model = self.method.new_backbone(seed_offset=task.id)
-            model.add_head(task.id, task.n_classes)
+            model.add_head(task.id, task.n_classes, kind=task.head)
             ref = train_plain(self.method, model, task, desc="goal (scratch)")
             pending["reference"] = [ref]
             goal = self._unless_chance(ref, chance, pending)

@@ -88,14 +88,27 @@ class MultiHeadNet(nn.Module):
             return nn.Linear(in_features, n_classes, bias=bias)
         return PooledConvHead(in_features, n_classes, kernel, bias=bias)
 
-    def add_head(self, task: int, n_classes: int, in_features: Optional[int] = None) -> nn.Module:
-        """Create (or replace) the classifier head of ``task`` (:meth:`make_head`), initialised
-        by ``head_init`` (PyTorch's default when ``None``); returns it."""
-        head = self.make_head(in_features or self.feature_dim, n_classes)
-        init = getattr(self, "head_init", None)
-        if init is not None:
-            with torch.no_grad():
-                init(head)
+    def add_head(self, task: int, n_classes: int, in_features: Optional[int] = None,
+                 kind: Optional[str] = None) -> nn.Module:
+        """Create (or replace) the classifier head of ``task``: with ``kind`` ``"a-softmax"`` an
+        :class:`~unforget.models.heads.AngleLinear` (SphereFace's margin head), else
+        :meth:`make_head` initialised by ``head_init`` (PyTorch's default when ``None``). The
+        kind is remembered per task (``head_kinds``; ``None`` keeps the task's earlier kind, so
+        a grown head keeps it). Returns the head."""
+        kinds = self.__dict__.setdefault("head_kinds", {})
+        kind = kind or kinds.get(str(task), "linear")
+        if kind == "linear":
+            kinds.pop(str(task), None)
+            head = self.make_head(in_features or self.feature_dim, n_classes)
+            init = getattr(self, "head_init", None)
+            if init is not None:
+                with torch.no_grad():
+                    init(head)
+        else:
+            from unforget.models.heads import make_head
+
+            kinds[str(task)] = kind
+            head = make_head(kind, in_features or self.feature_dim, n_classes)
         ref = next(self.parameters(), None)
         if ref is not None:
             head = head.to(ref.device)
@@ -131,6 +144,22 @@ class MultiHeadNet(nn.Module):
 
         with computing(t):
             return self.heads[str(t)](self.features(x))
+
+    def embed(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        """Features of ``x`` as task ``task`` computes them, ``(N, feature_dim_task)``: what its
+        head reads (the face-verification embedding for SphereFace, Liu et al. 2017, Sec. 4.1).
+
+        Raises:
+            KeyError: a task without a head; TaskIdError: a task id that is not an integer."""
+        t = parse_task_id(task)
+        if str(t) not in self.heads:
+            raise KeyError(f"no head for task {t}; learned tasks: {sorted(int(k) for k in self.heads)}")
+        if self.task_context is None:
+            return self.features(x)
+        from unforget.layers.context import computing
+
+        with computing(t):
+            return self.features(x)
 
     def _forward_mixed(self, x: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         if tasks.dtype.is_floating_point or tasks.dtype.is_complex or tasks.dtype == torch.bool:

@@ -23,6 +23,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from unforget.models.heads import AngleLinear
 from unforget.models.resnet50 import PretrainedWeightsError, load_torchvision_weights, read_state_dict
 
 TORCHVISION_RESNET50_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
@@ -49,7 +50,15 @@ class PretrainedWeights:
 
     @property
     def n_classes(self) -> Optional[int]:
+        """Classes of a linear head ``(classes, features)``."""
         return None if self.head is None else int(self.head[0].shape[0])
+
+    def classes_for(self, kind: str) -> Optional[int]:
+        """Classes of the head read as ``kind``: a ``linear`` head is stored ``(classes, features)``,
+        an ``a-softmax`` head ``(features, classes)`` (SphereFace's ``AngleLinear`` layout)."""
+        if self.head is None:
+            return None
+        return int(self.head[0].shape[1 if kind == "a-softmax" else 0])
 
 
 def read_pretrained(file: str | os.PathLike) -> PretrainedWeights:
@@ -116,7 +125,8 @@ def load_backbone(net: nn.Module, model_name: str, weights: PretrainedWeights) -
 
 
 def load_head(head: nn.Module, weights: PretrainedWeights) -> None:
-    """Copy the file's classifier head into ``head`` (an ``nn.Linear`` of the same shape).
+    """Copy the file's classifier head into ``head``: an ``nn.Linear`` of the file's shape, or an
+    :class:`~unforget.models.heads.AngleLinear` whose weight the file stores transposed.
 
     Raises:
         PretrainedWeightsError: the file has no head, or the shapes differ.
@@ -125,9 +135,11 @@ def load_head(head: nn.Module, weights: PretrainedWeights) -> None:
         raise PretrainedWeightsError(f"pretrained weights {weights.source} hold no classifier head "
                                      f"(looked for {', '.join(w for w, _ in HEAD_KEYS)})")
     w, b = weights.head
-    if not isinstance(head, nn.Linear) or tuple(head.weight.shape) != tuple(w.shape):
-        shape = tuple(head.weight.shape) if isinstance(head, nn.Linear) else type(head).__name__
-        raise PretrainedWeightsError(f"pretrained head {tuple(w.shape)} does not fit the model's head {shape}")
+    want = tuple(head.weight.shape) if isinstance(getattr(head, "weight", None), torch.Tensor) else None
+    if isinstance(head, AngleLinear):
+        w = w.t()  # stored (features, classes), as SphereFace's AngleLinear keeps it
+    if want is None or tuple(w.shape) != want:
+        raise PretrainedWeightsError(f"pretrained head {tuple(w.shape)} does not fit the model's head {want or type(head).__name__}")
     with torch.no_grad():
         head.weight.copy_(w.to(head.weight.dtype))
         if head.bias is not None:

@@ -14,6 +14,7 @@ from unforget import distributed
 from unforget.config import TrainConfig
 from unforget.errors import UnforgetError
 from unforget.data.task import Split, Task
+from unforget.models.heads import batch_labels
 from unforget.training import acceleration
 from unforget.training.epochlog import EpochLogger, EpochRecord, phase_of
 from unforget.training.hooks import Hook, TrainState
@@ -208,7 +209,8 @@ class Trainer:
                 for h in hooks:
                     h.before_forward(state)
                 try:
-                    with torch.autocast(self.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    with torch.autocast(self.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None), \
+                            batch_labels(state.y):  # a margin head (A-Softmax) reads them while training
                         state.logits = net(state.x, task.id)
                 except Exception as e:
                     if first_step and acceleration.is_compile_error(e):

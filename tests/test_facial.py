@@ -1,0 +1,159 @@
+"""CPG experiment 3 on generated data in the real layouts: the A-Softmax head, the facial
+benchmark with its age folds, and a pretrained face-verification network as task 1 tested with
+the LFW protocol on a generated pairs.txt while gender / emotion / age are learned after it."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from synthetic import gaussian_benchmark
+from test_fine_grained import write_dataset
+from unforget.config import RunConfig
+from unforget.data import build_benchmark
+from unforget.data.facial import facial_benchmark
+from unforget.errors import DataError
+from unforget.evaluation.verification import read_pairs, verification_accuracy
+from unforget.learner import Learner
+from unforget.models import build_model
+from unforget.models.heads import AngleLinear, batch_labels
+from unforget.runner import build_method, run
+
+SIDE = 16
+
+
+def test_a_softmax_logits_margin_and_annealing():
+    head = AngleLinear(2, 3)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0], [-1.0, 0.0]]))
+    th = 0.3
+    x = torch.tensor([[2 * math.cos(th), 2 * math.sin(th)]])  # |x| = 2, 0.3 rad from class 0
+    head.eval()
+    assert torch.allclose(head(x), torch.tensor([[2 * math.cos(th), 2 * math.sin(th), -2 * math.cos(th)]]))
+    head.train()
+    assert torch.allclose(head(x), head.eval()(x)) and head.train()  # no labels: no margin
+    y = torch.tensor([0])
+    with batch_labels(y):
+        out = head(x)
+    lam = 1500 / (1 + 0.1)  # first step, as the reference's AngleLoss
+    psi = math.cos(4 * th)  # k = floor(4 * 0.3 / pi) = 0
+    assert out[0, 0].item() == pytest.approx(2 * (math.cos(th) + (psi - math.cos(th)) / (1 + lam)), rel=1e-5)
+    assert torch.allclose(out[0, 1:], torch.tensor([2 * math.sin(th), -2 * math.cos(th)]))  # other classes untouched
+    assert int(head.iteration) == 1
+    head.iteration.fill_(10**6)
+    with batch_labels(y):
+        late = head(x)
+    assert late[0, 0].item() == pytest.approx(2 * (math.cos(th) + (psi - math.cos(th)) / 6), rel=1e-5)  # lambda_min 5
+    # psi decreases monotonically on [0, pi] (Liu et al. 2017, Eq. 6), so the margin only ever lowers the target
+    thetas = torch.linspace(0, math.pi, 200)
+    head.iteration.zero_()
+    xs = torch.stack([torch.cos(thetas), torch.sin(thetas)], 1)
+    with batch_labels(torch.zeros(200, dtype=torch.long)):
+        t = head(xs)[:, 0]
+    lam = 1500 / 1.1
+    psi_curve = (t - torch.cos(thetas)) * (1 + lam) + torch.cos(thetas)
+    assert bool((psi_curve[1:] <= psi_curve[:-1] + 1e-4).all())
+
+
+def test_a_margin_head_task_trains_and_reloads_with_its_kind(tmp_path):
+    bench = gaussian_benchmark(2, 3, 12, 48, seed=2)
+    bench.tasks[1] = dataclasses.replace(bench.tasks[1], head="a-softmax")
+    cfg = RunConfig.model_validate({"method": "cpg", "model": {"name": "mlp", "width": 0.03},
+                                    "train": {"epochs": 2, "batch_size": 16},
+                                    "methods": {"cpg": {"goal": "tolerance", "prune_interval": 0.5}}})
+    res = run(cfg, benchmark=bench, out_dir=tmp_path / "run", progress=False)
+    m = res["_learner"].method
+    assert isinstance(m.model.heads["2"], AngleLinear) and int(m.model.heads["2"].iteration) > 0
+    x = torch.randn(6, 12, generator=torch.Generator().manual_seed(0))
+    again = Learner.open(tmp_path / "run").method
+    assert isinstance(again.model.heads["2"], AngleLinear) and isinstance(again.model.heads["1"], torch.nn.Linear)
+    assert torch.equal(again.logits(x, 2), m.logits(x, 2)) and torch.equal(again.logits(x, 1), m.logits(x, 1))
+
+
+@pytest.fixture(scope="module")
+def face_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("faces")
+    write_dataset(root, "gender", 2, 6, 2, 1, size=(20, 20))
+    write_dataset(root, "emotion", 3, 5, 2, 2, size=(20, 20))
+    for k in range(5):
+        write_dataset(root, f"age{k}", 2, 5, 2, 10 + k, size=(20, 20))
+    return root
+
+
+def test_facial_benchmark_folds_and_errors(face_root):
+    b = facial_benchmark(face_root, age_fold=3, image_size=SIDE)
+    assert [t.name for t in b.tasks] == ["gender", "emotion", "age3"] and b.input_shape == (3, SIDE, SIDE)
+    x = b.tasks[0].test.x[:2]
+    assert torch.allclose(b.tasks[0].transform(x), (x.float() / 255 - 0.5) / 0.5)
+    reg = build_benchmark("facial", face_root, options={"age_fold": 2})
+    assert reg.tasks[2].name == "age2" and reg.info["options"] == {"age_fold": 2} and reg.input_shape == (3, 112, 112)
+    with pytest.raises(DataError, match="age_fold must be an integer in 0..4"):
+        build_benchmark("facial", face_root, options={"age_fold": 5})
+    with pytest.raises(DataError, match="has no option 'fold'; its options: age_fold"):
+        build_benchmark("facial", face_root, options={"fold": 1})
+    with pytest.raises(DataError, match="has no option 'age_fold'; its options: none"):
+        build_benchmark("digits", options={"age_fold": 1})
+
+
+def _write_lfw(root: Path, folds: int = 2, per: int = 3) -> Path:
+    """A pairs.txt in LFW's layout and its images (person folders, person_0001.jpg)."""
+    rng = np.random.default_rng(5)
+    lines = [f"{folds}\t{per}"]
+    people = set()
+    for f in range(folds):
+        for i in range(per):
+            lines.append(f"P{f}_{i}\t1\t2")
+            people.add((f"P{f}_{i}", 1)), people.add((f"P{f}_{i}", 2))
+        for i in range(per):
+            lines.append(f"P{f}_{i}\t1\tQ{f}_{i}\t1")
+            people.add((f"Q{f}_{i}", 1))
+    for person, n in people:
+        (root / "lfw" / person).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(
+            root / "lfw" / person / f"{person}_{n:04d}.jpg", quality=95)
+    (root / "pairs.txt").write_text("\n".join(lines) + "\n")
+    return root / "pairs.txt"
+
+
+def test_pretrained_face_verification_is_tested_on_pairs_and_stays_exact(tmp_path, face_root):
+    torch.manual_seed(0)
+    net = build_model("sphereface20", (3, SIDE, SIDE), width=0.0625)
+    head_in_out = torch.randn(net.feature_dim, 9)  # the SphereFace code keeps AngleLinear's weight (in, out)
+    torch.save({**net.state_dict(), "head.weight": head_in_out}, tmp_path / "face.pth")
+    pairs = _write_lfw(tmp_path)
+    bench = facial_benchmark(face_root, age_fold=1, image_size=SIDE)
+    cfg = RunConfig.model_validate({
+        "method": "cpg", "model": {"name": "sphereface20", "width": 0.0625},
+        "train": {"epochs": 1, "batch_size": 8},
+        "pretrained": {"file": str(tmp_path / "face.pth"), "name": "face_verification", "head": "a-softmax",
+                       "accuracy": 0.9942, "pairs": str(pairs), "pairs_root": str(tmp_path / "lfw")},
+        "methods": {"cpg": {"goal": "explicit", "goals": {"gender": 0.0, "emotion": 0.0, "age1": 0.0},
+                            "prune_interval": 0.5, "prune_epochs": 1, "retrain_epochs": 0}}})
+    res = run(cfg, benchmark=bench, out_dir=tmp_path / "out", progress=False)
+    # the expected verification accuracy, from the pretrained plain network on the same images
+    pf = read_pairs(pairs)
+    task1 = res["_learner"].method
+    tf = bench.tasks[0].transform
+    first = torch.stack([torch.from_numpy(np.asarray(Image.open(tmp_path / "lfw" / p.first[0] /
+                                                                f"{p.first[0]}_{p.first[1]:04d}.jpg").resize((SIDE, SIDE), Image.BILINEAR)).transpose(2, 0, 1).copy())
+                         for p in pf.pairs])
+    second = torch.stack([torch.from_numpy(np.asarray(Image.open(tmp_path / "lfw" / p.second[0] /
+                                                                 f"{p.second[0]}_{p.second[1]:04d}.jpg").resize((SIDE, SIDE), Image.BILINEAR)).transpose(2, 0, 1).copy())
+                          for p in pf.pairs])
+    with torch.no_grad():
+        want = verification_accuracy(net.eval().features(tf(first)), net.features(tf(second)),
+                                     [p.same for p in pf.pairs], pf.folds()).accuracy
+    R = res["accuracy_matrix"]
+    assert [row[0] for row in R] == [want] * 4 and want != 0.9942  # measured on the pairs, the same after 3 tasks
+    assert [t["name"] for t in res["tasks"]] == ["face_verification", "gender", "emotion", "age1"]
+    assert "accuracy_given" not in res["tasks"][0] and res["tasks"][0]["test_protocol"].startswith("verification")
+    assert [t["accuracy_goal"] for t in res["tasks"][1:]] == [0.0, 0.0, 0.0]  # goals by task name
+    assert isinstance(task1.model.heads["1"], AngleLinear)
+    assert torch.equal(task1.model.heads["1"].weight, head_in_out.t())
+    assert res["bwt"] == 0.0
