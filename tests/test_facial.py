@@ -157,3 +157,72 @@ def test_pretrained_face_verification_is_tested_on_pairs_and_stays_exact(tmp_pat
     assert isinstance(task1.model.heads["1"], AngleLinear)
     assert torch.equal(task1.model.heads["1"].weight, head_in_out.t())
     assert res["bwt"] == 0.0
+
+
+def _reference_cnn20(widths=(4, 8, 16, 32), emb=32, side=SIDE, classes=5, seed=0) -> dict:
+    """A random state dict in the SphereFace / CPG reference layout (conv{s}_{i}, PReLU relu{s}_{i},
+    fc5 Linear over the flattened final map, fc6 AngleLinear stored (features, classes))."""
+    g = torch.Generator().manual_seed(seed)
+    state, prev, hw = {}, 3, side
+    for s, (ch, units) in enumerate(zip(widths, (1, 2, 4, 1)), 1):
+        for i in range(1, 2 * units + 2):
+            cin = prev if i == 1 else ch
+            state[f"conv{s}_{i}.weight"] = torch.randn(ch, cin, 3, 3, generator=g) * 0.2
+            state[f"conv{s}_{i}.bias"] = torch.randn(ch, generator=g) * 0.1
+            state[f"relu{s}_{i}.weight"] = torch.rand(ch, generator=g) * 0.5
+        prev, hw = ch, (hw - 1) // 2 + 1
+    state["fc5.weight"] = torch.randn(emb, prev * hw * hw, generator=g) * 0.1
+    state["fc5.bias"] = torch.randn(emb, generator=g) * 0.1
+    state["fc6.weight"] = torch.randn(emb, classes, generator=g)
+    return state
+
+
+def _reference_embedding(state: dict, x: torch.Tensor) -> torch.Tensor:
+    """The reference's forward_to_embeddings, written out from its layer list."""
+    def cp(s, i, h, stride=1):
+        return F.prelu(F.conv2d(h, state[f"conv{s}_{i}.weight"], state[f"conv{s}_{i}.bias"], stride, 1),
+                       state[f"relu{s}_{i}.weight"])
+    h = x
+    for s, units in enumerate((1, 2, 4, 1), 1):
+        h = cp(s, 1, h, stride=2)
+        for u in range(units):
+            h = h + cp(s, 2 * u + 3, cp(s, 2 * u + 2, h))
+    return F.linear(h.flatten(1), state["fc5.weight"], state["fc5.bias"])
+
+
+def test_reference_cnn20_weights_load_with_per_task_prelu(tmp_path, face_root):
+    state = _reference_cnn20()
+    torch.save(state, tmp_path / "face_weight.pth")
+    pairs = _write_lfw(tmp_path)
+    bench = facial_benchmark(face_root, age_fold=0, image_size=SIDE)
+    cfg = RunConfig.model_validate({
+        "method": "cpg", "model": {"name": "sphereface20", "width": 0.0625,
+                                   "options": {"activation": "prelu", "conv_bias": True}},
+        "train": {"epochs": 1, "batch_size": 8, "lr": 0.05},
+        "pretrained": {"file": str(tmp_path / "face_weight.pth"), "name": "face_verification", "head": "a-softmax",
+                       "pairs": str(pairs), "pairs_root": str(tmp_path / "lfw")},
+        "methods": {"cpg": {"goal": "tolerance", "prune_interval": 0.5, "prune_epochs": 1, "retrain_epochs": 0}}})
+    res = run(cfg, benchmark=bench, progress=False)
+    m = res["_learner"].method
+    x = torch.randn(4, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(3))
+    m.model.eval()
+    with torch.no_grad():
+        got = m.model.embed(x, 1)
+    assert torch.allclose(got, _reference_embedding(state, x), atol=1e-5)  # after 3 more tasks trained PReLUs
+    act = m.model.features.stage1.act
+    assert torch.equal(act.norms["1"].weight, state["relu1_1.weight"]) and set(act.norms) == {"1", "2", "3", "4"}
+    assert not torch.equal(act.norms["4"].weight, act.norms["1"].weight)  # later tasks trained their own slopes
+    assert torch.equal(m.model.heads["1"].weight, state["fc6.weight"].t()) and res["bwt"] == 0.0
+    with pytest.raises(Exception, match="unexpected key 'conv9_1.weight'"):
+        torch.save({**state, "conv9_1.weight": torch.zeros(1)}, tmp_path / "bad.pth")
+        cfg2 = cfg.model_copy(update={"pretrained": cfg.pretrained.model_copy(update={"file": str(tmp_path / "bad.pth")})})
+        run(cfg2, benchmark=bench, progress=False)
+
+
+def test_model_options_pass_through_and_unknown_ones_are_refused():
+    from unforget.errors import RegistryError
+
+    net = build_model("sphereface20", (3, SIDE, SIDE), width=0.0625, activation="prelu", conv_bias=True)
+    assert isinstance(net.features.stage2.units[1].act2, torch.nn.PReLU) and net.features.stage2.units[1].conv1.bias is not None
+    with pytest.raises(RegistryError, match="model 'sphereface20' has no option 'act'; its options: negative_slope"):
+        build_model("sphereface20", (3, SIDE, SIDE), act="prelu")

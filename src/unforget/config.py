@@ -65,6 +65,9 @@ class ModelConfig(_Strict):
 
     name: Optional[str] = None
     width: float = Field(1.0, gt=0, le=64)
+    options: dict[str, Any] = Field(default_factory=dict)
+    """The zoo model's own options, passed to its builder (e.g. ``sphereface20``:
+    ``{activation: prelu, conv_bias: true}``); ``unforget list`` names the models."""
 
 
 class TrainConfig(_Strict):

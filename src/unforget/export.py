@@ -18,7 +18,7 @@ from torch import nn
 
 from unforget.errors import UnforgetError
 from unforget.layers.convert import set_module
-from unforget.layers.task_aware import TaskAwareWeighted, TaskBatchNorm, TaskConv2d, TaskLinear
+from unforget.layers.task_aware import PerTaskLayer, TaskAwareWeighted, TaskConv2d, TaskLinear
 from unforget.models.base import MultiHeadNet
 
 FORMATS = ("pytorch", "torchscript", "onnx")
@@ -79,7 +79,7 @@ def plain_network(net: nn.Module, task: int) -> PlainTaskNet:
             src = originals[name]
             if isinstance(src, TaskAwareWeighted):
                 set_module(features, name, _plain_weighted(src, task))
-            elif isinstance(src, TaskBatchNorm):
+            elif isinstance(src, PerTaskLayer):  # the task's own batch norm / PReLU
                 set_module(features, name, copy.deepcopy(src.norms[str(task)]))
     return PlainTaskNet(features, copy.deepcopy(net.heads[str(task)])).eval()
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from unforget.layers.context import TaskContext, WidthGroup
-from unforget.layers.task_aware import TaskAwareWeighted, TaskBatchNorm, TaskConv2d, TaskLinear
+from unforget.layers.task_aware import PerTaskLayer, TaskAwareWeighted, TaskBatchNorm, TaskConv2d, TaskLinear, TaskPReLU
 from unforget.models.base import MultiHeadNet
 
 
@@ -19,7 +19,7 @@ def set_module(root: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def to_task_aware(model: MultiHeadNet) -> MultiHeadNet:
-    """Convert ``model`` in place: every conv / linear / batch-norm named in
+    """Convert ``model`` in place: every conv / linear / batch-norm / PReLU named in
     ``model.groups_spec`` becomes its task-aware twin (same initial weights); returns ``model``.
 
     Afterwards ``model.groups`` maps group names to :class:`WidthGroup` and
@@ -41,7 +41,8 @@ def to_task_aware(model: MultiHeadNet) -> MultiHeadNet:
     groups: dict[str, WidthGroup] = {}
     for name, (out_g, _) in model.groups_spec.items():
         mod = modules[name]
-        n = mod.out_channels if isinstance(mod, nn.Conv2d) else mod.out_features if isinstance(mod, nn.Linear) else mod.num_features
+        n = (mod.out_channels if isinstance(mod, nn.Conv2d) else mod.out_features if isinstance(mod, nn.Linear)
+             else mod.num_parameters if isinstance(mod, nn.PReLU) else mod.num_features)
         g = groups.setdefault(out_g, WidthGroup(out_g, n, n))
         if g.size != n:
             raise ValueError(f"group '{out_g}' has layers of {g.size} and {n} units")
@@ -54,6 +55,11 @@ def to_task_aware(model: MultiHeadNet) -> MultiHeadNet:
             new = TaskLinear(mod, groups[out_g], in_group, ctx)
         elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
             new = TaskBatchNorm(mod, groups[out_g], ctx)
+        elif isinstance(mod, nn.PReLU):
+            if mod.num_parameters != groups[out_g].size:
+                raise ValueError(f"PReLU '{name}' has {mod.num_parameters} slopes; per-task PReLU needs one per "
+                                 f"channel of group '{out_g}' ({groups[out_g].size})")
+            new = TaskPReLU(mod, groups[out_g], ctx)
         else:
             raise ValueError(f"cannot convert '{name}' of type {type(mod).__name__}")
         set_module(model, name, new)
@@ -69,9 +75,11 @@ def weighted_layers(model: nn.Module) -> Iterator[tuple[str, TaskAwareWeighted]]
             yield name, mod
 
 
-def norm_layers(model: nn.Module) -> Iterator[tuple[str, TaskBatchNorm]]:
+def norm_layers(model: nn.Module) -> Iterator[tuple[str, PerTaskLayer]]:
+    """The per-task layers of ``model`` (batch norms, PReLUs: each task's own parameters), with
+    their names, in module order."""
     for name, mod in model.named_modules():
-        if isinstance(mod, TaskBatchNorm):
+        if isinstance(mod, PerTaskLayer):
             yield name, mod
 
 

@@ -297,53 +297,74 @@ class TaskLinear(TaskAwareWeighted):
         return F.linear(x, self.effective_weight(t), self.task_bias(t))
 
 
-class TaskBatchNorm(nn.Module):
+class PerTaskLayer(nn.Module):
+    """A layer whose parameters (and buffers) are each task's own: one small module per task of
+    ``width_t`` units, created when the task begins from the latest earlier task's values (for
+    the first task: the converted layer's), grown with its width group, never shared. Subclasses
+    say which module (:meth:`_new`) and which tensors carry over (``carried``)."""
+
+    carried: tuple[str, ...] = ()
+
+    def __init__(self, src: nn.Module, group: WidthGroup, ctx: TaskContext) -> None:
+        super().__init__()
+        self.norms = nn.ModuleDict()
+        """Per-task modules by task id (the name predates PReLU; batch norms were first)."""
+        self.group = group
+        self.ctx = [ctx]
+        # the converted layer's values (e.g. pretrained statistics or slopes) start the first task's
+        for name in self.carried:
+            t = getattr(src, name)
+            self.register_buffer(f"init_{name}", t.detach().clone() if t is not None else torch.zeros(0))
+
+    def _new(self, n: int, device) -> nn.Module:
+        raise NotImplementedError
+
+    def begin_task(self, task: int, device=None) -> None:
+        """Create task ``task``'s module, started from the latest earlier task's (overlapping
+        part), or for the first task from the converted layer's values."""
+        mod = self._new(self.group.width(task), device)
+        with torch.no_grad():
+            for name in self.carried:
+                if len(self.norms):
+                    src = getattr(self.norms[max(self.norms, key=int)], name)
+                else:
+                    src = getattr(self, f"init_{name}")
+                dst = getattr(mod, name)
+                n = min(src.numel(), dst.numel())
+                if n:
+                    dst[:n] = src[:n]
+        self.norms[str(task)] = mod
+
+    def grow(self, n: int, task: Optional[int]) -> None:
+        """Append ``n`` units (fresh values) to the module of ``task`` (the task in training)."""
+        if task is None or str(task) not in self.norms or n == 0:
+            return
+        old = self.norms[str(task)]
+        new = self._new(self.group.width(task), old.weight.device if hasattr(old, "weight") else None)
+        with torch.no_grad():
+            for name in self.carried:
+                k = getattr(old, name).numel()
+                getattr(new, name)[:k] = getattr(old, name)
+            if hasattr(old, "num_batches_tracked") and old.num_batches_tracked is not None:
+                new.num_batches_tracked.copy_(old.num_batches_tracked)
+        self.norms[str(task)] = new
+
+
+class TaskBatchNorm(PerTaskLayer):
     """Per-task batch norm: affine parameters and running statistics of task t live in their own
     ``nn.BatchNorm{1,2}d`` of ``width_t`` features (design.md: "Batch norm ... per task")."""
 
+    carried = ("weight", "bias", "running_mean", "running_var")
+
     def __init__(self, bn: nn.modules.batchnorm._BatchNorm, group: WidthGroup, ctx: TaskContext) -> None:
-        super().__init__()
         self.kind = type(bn)
         self.eps, self.momentum = bn.eps, bn.momentum
-        self.norms = nn.ModuleDict()
-        self.group = group
-        self.ctx = [ctx]
-        # the converted layer's values (e.g. pretrained statistics) start the first task's norm
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            src = getattr(bn, name)
-            self.register_buffer(f"init_{name}", src.detach().clone() if src is not None else torch.zeros(0))
+        super().__init__(bn, group, ctx)
 
     def _new(self, n: int, device) -> nn.Module:
         norm = self.kind(n, eps=self.eps, momentum=self.momentum).to(device)
         norm.train(self.training)
         return norm
-
-    def begin_task(self, task: int, device=None) -> None:
-        """Create task ``task``'s norm, started from the latest earlier task's (overlapping part),
-        or for the first task from the converted layer's values."""
-        norm = self._new(self.group.width(task), device)
-        with torch.no_grad():
-            for name in ("weight", "bias", "running_mean", "running_var"):
-                if len(self.norms):
-                    src = getattr(self.norms[max(self.norms, key=int)], name)
-                else:
-                    src = getattr(self, f"init_{name}")
-                n = min(src.numel(), norm.num_features)
-                if n:
-                    getattr(norm, name)[:n] = src[:n]
-        self.norms[str(task)] = norm
-
-    def grow(self, n: int, task: Optional[int]) -> None:
-        """Append ``n`` features to the norm of ``task`` (the task in training)."""
-        if task is None or str(task) not in self.norms or n == 0:
-            return
-        old = self.norms[str(task)]
-        new = self._new(old.num_features + n, old.weight.device)
-        with torch.no_grad():
-            for name in ("weight", "bias", "running_mean", "running_var"):
-                getattr(new, name)[: old.num_features] = getattr(old, name)
-            new.num_batches_tracked.copy_(old.num_batches_tracked)
-        self.norms[str(task)] = new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         norm = self.norms[str(current_task())]
@@ -351,3 +372,18 @@ class TaskBatchNorm(nn.Module):
             return norm(x)
         # evaluation: the same kernel nn.BatchNorm calls, without a second module call (serving speed)
         return F.batch_norm(x, norm.running_mean, norm.running_var, norm.weight, norm.bias, False, 0.0, norm.eps)
+
+
+class TaskPReLU(PerTaskLayer):
+    """Per-task PReLU: task t's learned slopes (one per channel of its ``width_t`` units) are its
+    own, as the CPG reference keeps them per dataset (``shared_layer_info[...]['prelu_layer_weight']``),
+    so training a later task never moves an earlier task's activation. New units start at 0.25
+    (He et al. 2015's PReLU initialisation)."""
+
+    carried = ("weight",)
+
+    def _new(self, n: int, device) -> nn.Module:
+        return nn.PReLU(n, init=0.25).to(device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norms[str(current_task())](x)

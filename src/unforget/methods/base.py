@@ -114,7 +114,8 @@ class Method:
         ``config.seed`` and ``seed_offset`` without disturbing the global random stream."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed * 7919 + seed_offset)
-            net = build_model(self.model_name(), self.plan.input_shape, width=width or self.config.model.width)
+            net = build_model(self.model_name(), self.plan.input_shape, width=width or self.config.model.width,
+                              **self.config.model.options)
         return net.to(self.device)
 
     # ---------------------------------------------------------------- interface

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from unforget.errors import ConfigError
-from unforget.layers import TaskAwareWeighted, WidthGroup, norm_layers, weighted_layers
+from unforget.layers import TaskAwareWeighted, TaskBatchNorm, WidthGroup, norm_layers, weighted_layers
 from unforget.training import Hook, TrainState
 
 
@@ -63,7 +63,7 @@ def chain_layers(model: nn.Module) -> list[UnitLayer]:
     if shared:
         raise ConfigError(f"unit-level methods need a chain model (one layer per width group); groups "
                           f"{', '.join(shared)} are written by several layers (residual additions)")
-    norms = {n.group.name: n for _, n in norm_layers(model)}
+    norms = {n.group.name: n for _, n in norm_layers(model) if isinstance(n, TaskBatchNorm)}
     return [UnitLayer(name, layer, layer.out_group, layer.in_group, norms.get(layer.out_group.name, layer))
             for name, layer in layers]
 

@@ -29,8 +29,51 @@ from unforget.models.resnet50 import PretrainedWeightsError, load_torchvision_we
 TORCHVISION_RESNET50_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
 """torchvision's ``ResNet50_Weights.IMAGENET1K_V1`` (the hash prefix ``0676ba61`` is checked)."""
 
-HEAD_KEYS = (("fc.weight", "fc.bias"), ("head.weight", "head.bias"), ("classifier.weight", "classifier.bias"))
-"""Classifier-head key pairs looked for, in this order (torchvision / timm ResNet: ``fc``)."""
+HEAD_KEYS = (("fc.weight", "fc.bias"), ("head.weight", "head.bias"), ("classifier.weight", "classifier.bias"),
+             ("fc6.weight", "fc6.bias"))
+"""Classifier-head key pairs looked for, in this order (torchvision / timm ResNet: ``fc``; the
+SphereFace / CPG CNN-20: ``fc6``, an ``AngleLinear`` stored ``(features, classes)``)."""
+
+SPHERE_UNITS = (1, 2, 4, 1)
+"""Residual units per stage of the 20-layer SphereFace CNN (its reference layout numbers the convs
+of stage s ``conv{s}_1`` (stride 2), then two per unit)."""
+
+
+def cnn20_state(state: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
+    """The reference CNN-20 layout (SphereFace's ``sphere20a`` as the CPG reference's
+    ``face_weight.pth`` stores it: ``conv{s}_{i}.weight`` / ``.bias``, PReLU ``relu{s}_{i}.weight``,
+    embedding ``fc5`` as a ``Linear(512 * h * w, 512)``) in this package's ``sphereface20`` key
+    names: ``conv{s}_1`` -> ``features.stage{s}.down``, ``conv{s}_{2u+2}`` / ``conv{s}_{2u+3}`` ->
+    ``features.stage{s}.units.{u}.conv1`` / ``conv2``, ``relu`` likewise to ``act`` / ``act1`` /
+    ``act2``, and ``fc5`` reshaped to the full-extent conv ``features.fc5`` (the same function:
+    the flattened map is read in (C, H, W) order either way).
+
+    Raises:
+        PretrainedWeightsError: a key outside that layout, or an ``fc5`` that does not fit.
+    """
+    modules: dict[str, str] = {}
+    for st, n_units in enumerate(SPHERE_UNITS, 1):
+        modules[f"conv{st}_1"], modules[f"relu{st}_1"] = f"features.stage{st}.down", f"features.stage{st}.act"
+        for u in range(n_units):
+            unit = f"features.stage{st}.units.{u}"
+            modules[f"conv{st}_{2 * u + 2}"], modules[f"relu{st}_{2 * u + 2}"] = f"{unit}.conv1", f"{unit}.act1"
+            modules[f"conv{st}_{2 * u + 3}"], modules[f"relu{st}_{2 * u + 3}"] = f"{unit}.conv2", f"{unit}.act2"
+    own = net.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    for key, v in state.items():
+        layer, _, leaf = key.partition(".")
+        if layer in modules:
+            out[f"{modules[layer]}.{leaf}"] = v
+        elif layer == "fc5":
+            fc5 = own.get(f"features.fc5.{leaf}")
+            if fc5 is None or v.numel() != fc5.numel():
+                raise PretrainedWeightsError(f"CNN-20 weights: fc5.{leaf} has shape {tuple(v.shape)}, the model's "
+                                             f"embedding needs {None if fc5 is None else tuple(fc5.shape)} values "
+                                             "(check the input size: 112x112 gives a 7x7 final map)")
+            out[f"features.fc5.{leaf}"] = v.reshape(fc5.shape)
+        else:
+            raise PretrainedWeightsError(f"CNN-20 weights: unexpected key '{key}'")
+    return out
 
 
 @dataclass
@@ -105,6 +148,8 @@ def load_backbone(net: nn.Module, model_name: str, weights: PretrainedWeights) -
     if model_name == "resnet50" and not any(k.startswith("features.") for k in state):
         load_torchvision_weights(net, state)  # torchvision / timm key names
         return
+    if model_name == "sphereface20" and "conv1_1.weight" in state:
+        state = cnn20_state(state, net)  # the SphereFace / CPG reference layout
     own = {k: v for k, v in net.state_dict().items() if k.startswith("features.")}
     given = {k if k.startswith("features.") else f"features.{k}": v for k, v in state.items()}
     unexpected = sorted(set(given) - set(own))

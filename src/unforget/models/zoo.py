@@ -7,6 +7,7 @@ heads are added per task (``add_head``).
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -34,12 +35,20 @@ def list_models() -> dict[str, str]:
 
 
 def build_model(name: str, input_shape: Sequence[int], width: float = 1.0, **kwargs) -> MultiHeadNet:
-    """Build zoo model ``name``; raises :class:`RegistryError` for an unknown name."""
+    """Build zoo model ``name`` with the builder's own options ``kwargs`` (``model.options`` in a
+    config, e.g. ``sphereface20``'s ``activation``); raises :class:`RegistryError` for an unknown
+    name or option."""
     if name not in _MODELS:
         raise RegistryError(f"unknown model '{name}'; known models: {', '.join(sorted(_MODELS))}")
     if not 0 < width <= 64:
         raise RegistryError(f"width multiplier must be in (0, 64], got {width}")
-    return _MODELS[name][0](tuple(input_shape), width=width, **kwargs)
+    fn = _MODELS[name][0]
+    params = inspect.signature(fn).parameters
+    allowed = [p for p in params if p not in ("input_shape", "width")]
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        raise RegistryError(f"model '{name}' has no option {unknown[0]!r}; its options: {', '.join(allowed) or 'none'}")
+    return fn(tuple(input_shape), width=width, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------- MLP
