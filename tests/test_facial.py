@@ -226,3 +226,56 @@ def test_model_options_pass_through_and_unknown_ones_are_refused():
     assert isinstance(net.features.stage2.units[1].act2, torch.nn.PReLU) and net.features.stage2.units[1].conv1.bias is not None
     with pytest.raises(RegistryError, match="model 'sphereface20' has no option 'act'; its options: negative_slope"):
         build_model("sphereface20", (3, SIDE, SIDE), act="prelu")
+
+
+def test_face_verification_learned_from_identities_is_tested_on_lfw_pairs(tmp_path, face_root):
+    import shutil
+
+    root = tmp_path / "faces"
+    shutil.copytree(face_root, root)
+    write_dataset(root, "face_verification", 4, 6, 0, 7, size=(20, 20))
+    shutil.rmtree(root / "face_verification" / "test")
+    _write_lfw(tmp_path)
+    shutil.copytree(tmp_path / "lfw", root / "lfw")
+    shutil.copy(tmp_path / "pairs.txt", root / "lfw_pairs.txt")
+    bench = facial_benchmark(root, age_fold=4, image_size=SIDE, verification=True)
+    assert [t.name for t in bench.tasks] == ["face_verification", "gender", "emotion", "age4"]
+    assert bench.tasks[0].head == "a-softmax" and len(bench.tasks[0].pairs) == 12
+    cfg = RunConfig.model_validate({
+        "method": "cpg", "model": {"name": "sphereface20", "width": 0.0625},
+        "train": {"epochs": 2, "batch_size": 8},
+        "methods": {"cpg": {"goal": "tolerance", "prune_interval": 0.5, "prune_epochs": 1, "retrain_epochs": 0}}})
+    res = run(cfg, benchmark=bench, progress=False)
+    m = res["_learner"].method
+    head = m.model.heads["1"]
+    assert isinstance(head, AngleLinear) and int(head.iteration) > 0  # trained with the margin
+    from unforget.evaluation.verification import evaluate_pairs
+
+    now = evaluate_pairs(m.model, bench.tasks[0]).accuracy
+    assert [row[0] for row in res["accuracy_matrix"]] == [now] * 4  # the LFW protocol, exact after 3 tasks
+    assert res["tasks"][0]["test_protocol"].startswith("verification") and res["bwt"] == 0.0
+    with pytest.raises(DataError, match="lfw_pairs.txt"):
+        (root / "lfw_pairs.txt").unlink()
+        facial_benchmark(root, image_size=SIDE, verification=True)
+
+
+def test_torchvision_weights_are_fetched_with_their_hash_checked(monkeypatch):
+    from unforget.models import pretrained as P
+
+    calls = []
+
+    def fake(url, **kw):
+        calls.append((url, kw))
+        return {"fc.weight": torch.zeros(3, 4), "fc.bias": torch.zeros(3)}
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake)
+    w = P.read_pretrained("torchvision")
+    assert calls[0][0].endswith("resnet50-0676ba61.pth") and calls[0][1]["check_hash"] is True
+    assert w.n_classes == 3 and w.source == P.TORCHVISION_RESNET50_URL
+
+    def offline(url, **kw):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(P.PretrainedWeightsError, match="offline: give a local file"):
+        P.read_pretrained("torchvision")

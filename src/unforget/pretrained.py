@@ -13,6 +13,7 @@ import torch
 
 from unforget.config import PretrainedConfig
 from unforget.data.benchmarks import BuildOptions
+from unforget.data.facial import read_pair_set
 from unforget.data.fine_grained import IMAGENET_MEAN, IMAGENET_STD
 from unforget.data.task import Benchmark, PairSet, PretrainedTask, Split
 from unforget.data.transforms import ImageTransform
@@ -55,31 +56,11 @@ def _task_data(cfg: PretrainedConfig, n_classes: int, stored: tuple[int, ...], s
 
 
 def _pairs(cfg: PretrainedConfig, stored: tuple[int, ...]) -> PairSet:
-    """The verification pairs of ``cfg.pairs`` with their images from ``cfg.pairs_root``
-    (LFW layout), decoded at the stored size of the benchmark's images."""
-    from unforget.data.custom.images import _load_image
-    from unforget.evaluation.verification import lfw_image_path, read_pairs
-
+    """The verification pairs of ``cfg.pairs`` with their images from ``cfg.pairs_root``."""
     if not cfg.pairs_root:
         raise ConfigError("pretrained.pairs needs pretrained.pairs_root: the folder of the pair images "
                           "(<person>/<person>_0001.jpg, LFW's layout)")
-    pf = read_pairs(cfg.pairs)
-    cache: dict = {}
-
-    def image(person: str, number: int) -> torch.Tensor:
-        key = (person, number)
-        if key not in cache:
-            path = lfw_image_path(cfg.pairs_root, person, number)
-            if not path.is_file():
-                raise DataError(f"verification pair image {path} not found (named by {cfg.pairs}); give the whole "
-                                "image folder in pretrained.pairs_root")
-            cache[key] = torch.from_numpy(_load_image(path, tuple(stored[1:]), stored[0], "stretch").copy())
-        return cache[key]
-
-    first = torch.stack([image(*p.first) for p in pf.pairs])
-    second = torch.stack([image(*p.second) for p in pf.pairs])
-    same = torch.tensor([p.same for p in pf.pairs], dtype=torch.bool)
-    return PairSet(first, second, same, [list(r) for r in pf.folds()])
+    return read_pair_set(cfg.pairs, cfg.pairs_root, stored)
 
 
 def with_pretrained_task(bench: Benchmark, cfg: PretrainedConfig, seed: int = 0,
