@@ -88,7 +88,7 @@ def test_own_data_run_prints_and_records_the_choice_and_keeps_the_users_flags(ca
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     assert res["threads"] == 1
     assert res["auto_config"]["overridden"] == {"train.epochs": 2}
-    assert res["config"]["model"] == {"name": "mlp", "width": 0.1} and res["config"]["train"]["epochs"] == 2
+    assert res["config"]["model"] == {"name": "mlp", "width": 0.1, "options": {}} and res["config"]["train"]["epochs"] == 2
     assert res["config"]["train"]["batch_size"] == 32
     assert res["config"]["train"]["lr_milestones"] == [1]  # the decay follows the user's 2 epochs
     assert "Automatic configuration for own data" in (tmp_path / "run" / "report.md").read_text()

@@ -340,7 +340,8 @@ class PerTaskLayer(nn.Module):
         if task is None or str(task) not in self.norms or n == 0:
             return
         old = self.norms[str(task)]
-        new = self._new(self.group.width(task), old.weight.device if hasattr(old, "weight") else None)
+        size = getattr(old, self.carried[0]).numel()
+        new = self._new(size + n, getattr(old, self.carried[0]).device)
         with torch.no_grad():
             for name in self.carried:
                 k = getattr(old, name).numel()
