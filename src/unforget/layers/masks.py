@@ -70,3 +70,36 @@ def owned_weight(weight: torch.Tensor, own: torch.Tensor, visible: torch.Tensor,
     """Effective weight where ``visible`` weights are used and only ``own`` ones get gradient
     (plus ``decay * W``); both masks float 0/1 of ``weight``'s dtype."""
     return _OwnedWeight.apply(weight, own, visible, decay)
+
+
+class _TopCapacityWeight(torch.autograd.Function):
+    """``W_eff = W * m`` with ``m = 1[|scores| >= threshold]`` (WSN's top-c selection, Kang et al.
+    2022, Sec. 3). Backward: ``dW = (g + decay * W) * m * own`` -- only the selected weights the
+    task owns train; weights of earlier tasks get exactly zero -- and ``dscores = g * W *
+    sign(scores)``: straight through the threshold, then through ``|scores|`` (the WSN code
+    thresholds ``w_m.abs()`` inside autograd)."""
+
+    @staticmethod
+    def forward(ctx, weight, scores, own, threshold, decay: float):
+        m = torch.ge(scores.abs(), threshold).to(weight.dtype)
+        ctx.save_for_backward(weight, scores, own, m)
+        ctx.decay = decay
+        return weight * m
+
+    @staticmethod
+    def backward(ctx, grad):
+        weight, scores, own, m = ctx.saved_tensors
+        g_w = g_s = None
+        if ctx.needs_input_grad[0]:
+            g_w = (grad.add(weight, alpha=ctx.decay) if ctx.decay else grad) * (m * own)
+        if ctx.needs_input_grad[1]:
+            g_s = grad * weight * torch.sign(scores)
+        return g_w, g_s, None, None, None
+
+
+def top_capacity_weight(weight: torch.Tensor, scores: torch.Tensor, own: torch.Tensor, threshold: torch.Tensor,
+                        decay: float = 0.0) -> torch.Tensor:
+    """Effective weight of the task in training under WSN's rule (all tensors of one shape but the
+    0-d ``threshold``): the weights whose ``|score|`` reaches ``threshold``; ``own`` is the float
+    0/1 mask of the weights the task may train (those no earlier task uses)."""
+    return _TopCapacityWeight.apply(weight, scores, own, threshold, decay)

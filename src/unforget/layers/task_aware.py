@@ -23,12 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from unforget.layers.context import TaskContext, WidthGroup, current_task
-from unforget.layers.masks import owned_weight, picked_weight
+from unforget.layers.policies import SCORE_INIT, SCORE_THRESHOLD, MaskPolicy, OwnershipPicks
 
-SCORE_INIT = 1e-2
-"""Initial value of real-valued pick scores (Mallya et al. 2018, Sec. 4; Hung et al. 2019)."""
-SCORE_THRESHOLD = 5e-3
-"""A weight of an earlier task is picked when its score exceeds this threshold."""
+__all__ = ["SCORE_INIT", "SCORE_THRESHOLD", "TaskAwareWeighted", "TaskConv2d", "TaskLinear", "PerTaskLayer",
+           "TaskBatchNorm", "TaskPReLU"]
 
 
 class TaskAwareWeighted(nn.Module):
@@ -58,6 +56,9 @@ class TaskAwareWeighted(nn.Module):
         self.decay = 0.0
         """L2 weight decay on the owned weights of the task in training, folded into their
         gradient (frozen weights get none); set by the method that trains."""
+        self.policy: MaskPolicy = OwnershipPicks()
+        """How the task in training chooses its weights (:mod:`unforget.layers.policies`); set by
+        the method."""
         self._cache: dict = {}
         self.register_load_state_dict_post_hook(_loaded)
 
@@ -79,14 +80,17 @@ class TaskAwareWeighted(nn.Module):
 
     # ------------------------------------------------------------------ ownership (methods ask, the layer writes)
     @torch.no_grad()
-    def release(self, mask: torch.Tensor, optimizers=()) -> int:
+    def release(self, mask: torch.Tensor, optimizers=(), keep_values: bool = False) -> int:
         """Release the weights in ``mask`` (``bool``, W's shape): owner -> 0 (free), value -> 0,
         and every per-weight optimizer state of W in ``optimizers`` (e.g. SGD's momentum, Adam's
         moments) -> 0, so that a released weight stays at zero (design.md invariant 2).
-        Returns how many weights were owned and are now free."""
+        ``keep_values``: values stay (weights a task claimed but never used, e.g. WSN's
+        unselected ones, which no task's output depends on). Returns how many weights were owned
+        and are now free."""
         n = int((mask & (self.owner != 0)).sum())
         self.owner.masked_fill_(mask, 0)
-        self.weight.masked_fill_(mask, 0)  # in place: bumps the version the serve cache checks
+        if not keep_values:
+            self.weight.masked_fill_(mask, 0)  # in place: bumps the version the serve cache checks
         for opt in optimizers:
             for v in opt.state.get(self.weight, {}).values():
                 if torch.is_tensor(v) and v.shape == self.weight.shape:
@@ -108,6 +112,13 @@ class TaskAwareWeighted(nn.Module):
         """Set the weights in ``mask`` (``bool``, W's shape) to zero, owners unchanged: CLNP cuts
         a released unit's outgoing connections this way."""
         self.weight.masked_fill_(mask, 0)  # in place: bumps the version the serve cache checks
+
+    def set_pick(self, task: int, pick: torch.Tensor) -> None:
+        """Freeze ``pick`` (``bool``, W's shape) as finished task ``task``'s mask over earlier
+        tasks' weights (the policy decides it; only entries with ``0 < owner < task`` are read)."""
+        self.register_buffer(f"pick_{task}", pick.to(torch.bool))
+        self.pick_tasks.add(task)
+        self.invalidate()
 
     def pick_mask(self, task: int) -> Optional[torch.Tensor]:
         """The frozen pick mask of a finished task (``bool``, W's shape) or ``None`` (all picked)."""
@@ -154,14 +165,7 @@ class TaskAwareWeighted(nn.Module):
         """
         if task != self.ctx[0].training_task:
             return self._served(task)
-        w, full = self._sliced(task)
-        rows, cols = self.slice_for(task)
-        own, visible, prior_weight = self._training_masks(task, w)
-        key = str(task)
-        if key in self.scores:
-            scores = self.scores[key] if full else self.scores[key][rows, cols]
-            return picked_weight(w, scores, own, prior_weight, SCORE_THRESHOLD, self.decay)
-        return owned_weight(w, own, visible, self.decay)
+        return self.policy.training_weight(self, task)
 
     def _sliced(self, task: int) -> tuple[torch.Tensor, bool]:
         """``(W on the task's slice, whether that is all of W)``; no slice op at full width (and
@@ -212,19 +216,13 @@ class TaskAwareWeighted(nn.Module):
             n = min(rows.stop, self.bias_init.numel())
             b[:n] = self.bias_init[:n]
             self.biases[str(task)] = nn.Parameter(b)
-        if learn_picks and task > 1:
-            self.scores[str(task)] = nn.Parameter(torch.full_like(self.weight, SCORE_INIT))
+        self.policy.begin_task(self, task, learn_picks)
         self.invalidate()
 
     def end_task(self, task: int) -> None:
-        """Freeze ``task``: turn its pick scores into a fixed bool mask over earlier weights."""
-        key = str(task)
-        if key in self.scores:
-            prior = (self.owner > 0) & (self.owner < task)
-            pick = (self.scores[key].detach() > SCORE_THRESHOLD) & prior
-            del self.scores[key]
-            self.register_buffer(f"pick_{task}", pick)
-            self.pick_tasks.add(task)
+        """Freeze ``task`` as the policy says (e.g. its pick scores become a fixed bool mask over
+        earlier weights)."""
+        self.policy.end_task(self, task)
         self.invalidate()
 
     def add_pick_buffer(self, task: int) -> None:
@@ -255,7 +253,7 @@ class TaskAwareWeighted(nn.Module):
             p[:out0, :in0] = getattr(self, f"pick_{t}")
             setattr(self, f"pick_{t}", p)
         for key in list(self.scores):
-            s = torch.full(shape, SCORE_INIT, dtype=old.dtype, device=old.device)
+            s = self.policy.growth_init(key, shape, old)
             s[:out0, :in0] = self.scores[key].data
             self.scores[key] = nn.Parameter(s)
         if task is not None and self.has_bias and str(task) in self.biases and n_out:

@@ -1,0 +1,156 @@
+"""Mask policies: the rule by which a task-aware layer computes the effective weight of the task in
+training, and what it freezes when the task ends.
+
+A layer keeps the state every policy shares -- the weight ``W``, the ``owner`` map (which task
+first used each weight; 0 = free) and, per finished task, a ``pick_t`` mask over earlier tasks'
+weights -- and serves a finished task ``t`` as ``W * (owner == t | (0 < owner < t & pick_t))``.
+A policy only decides how the task in training chooses its weights, as
+``torch.nn.utils.prune`` separates the mask rule from the module. So growing, checkpoints, size
+accounting, export and the exactness tests serve every policy.
+
+* :class:`OwnershipPicks` -- CPG, PAE, PackNet, Piggyback (Hung et al. 2019; Mallya et al. 2018):
+  the task trains every weight it owns, and learned pick scores (thresholded, straight-through)
+  or all of them choose the earlier tasks' weights it uses.
+* :class:`TopCapacity` -- WSN (Kang et al. 2022, "Forget-free Continual Learning with Winning
+  Subnetworks", Sec. 3, Eq. 2-4): one real-valued score per weight, shared by all tasks; the task
+  uses the top ``capacity`` share of ``|scores|`` in each layer, straight-through; of those it
+  trains the weights no earlier task uses and keeps the earlier tasks' frozen; weights it claimed
+  but did not select go back to the free pool with their values.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from unforget.layers.masks import owned_weight, picked_weight, top_capacity_weight
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unforget.layers.task_aware import TaskAwareWeighted
+
+SCORE_INIT = 1e-2
+"""Initial value of real-valued pick scores (Mallya et al. 2018, Sec. 4; Hung et al. 2019)."""
+SCORE_THRESHOLD = 5e-3
+"""A weight of an earlier task is picked when its score exceeds this threshold."""
+
+
+class MaskPolicy:
+    """Base of mask policies (see the module doc). Policies hold only their options; the
+    tensors they learn live in the layer (``layer.scores``), so checkpoints and growth see them."""
+
+    name = ""
+
+    def begin_task(self, layer: "TaskAwareWeighted", task: int, learn_picks: bool) -> None:
+        """Create what the task in training learns (e.g. scores) in ``layer``."""
+
+    def training_weight(self, layer: "TaskAwareWeighted", task: int) -> torch.Tensor:
+        """The effective weight of the task in training (on its slice), with gradients only to
+        what it may change."""
+        raise NotImplementedError
+
+    def end_task(self, layer: "TaskAwareWeighted", task: int) -> None:
+        """Freeze the task: fix its picks (and ownership) so that serving it never changes."""
+
+    def growth_init(self, key: str, shape, like: torch.Tensor) -> torch.Tensor:
+        """Values of new score entries when the layer grows."""
+        return torch.full(shape, SCORE_INIT, dtype=like.dtype, device=like.device)
+
+
+class OwnershipPicks(MaskPolicy):
+    """The task trains the weights it owns; earlier tasks' weights are used through learned
+    pick scores (Piggyback's straight-through threshold) or all of them (see module doc)."""
+
+    name = "ownership-picks"
+
+    def begin_task(self, layer, task, learn_picks):
+        if learn_picks and task > 1:
+            layer.scores[str(task)] = nn.Parameter(torch.full_like(layer.weight, SCORE_INIT))
+
+    def training_weight(self, layer, task):
+        w, full = layer._sliced(task)
+        own, visible, prior_weight = layer._training_masks(task, w)
+        key = str(task)
+        if key in layer.scores:
+            rows, cols = layer.slice_for(task)
+            scores = layer.scores[key] if full else layer.scores[key][rows, cols]
+            return picked_weight(w, scores, own, prior_weight, SCORE_THRESHOLD, layer.decay)
+        return owned_weight(w, own, visible, layer.decay)
+
+    def end_task(self, layer, task):
+        key = str(task)
+        if key in layer.scores:
+            prior = (layer.owner > 0) & (layer.owner < task)
+            pick = (layer.scores[key].detach() > SCORE_THRESHOLD) & prior
+            del layer.scores[key]
+            layer.set_pick(task, pick)
+
+
+WSN_SCORES = "wsn"
+"""Key of WSN's shared weight scores in ``layer.scores``."""
+
+
+def _kaiming_uniform(shape, like: torch.Tensor) -> torch.Tensor:
+    """``nn.init.kaiming_uniform_(a=sqrt(5))`` values, as PyTorch initialises conv / linear
+    weights and the WSN code its scores."""
+    t = torch.empty(shape, dtype=like.dtype, device=like.device)
+    nn.init.kaiming_uniform_(t, a=math.sqrt(5))
+    return t
+
+
+class TopCapacity(MaskPolicy):
+    """WSN (see module doc): the top ``capacity`` share of ``|scores|`` per layer.
+
+    Args:
+        capacity: share of each layer's weights a task uses, in ``(0, 1]`` (the paper's ``c``,
+            0.03 - 0.5).
+    """
+
+    name = "top-capacity"
+
+    def __init__(self, capacity: float) -> None:
+        if not 0 < capacity <= 1:
+            raise ValueError(f"WSN capacity must lie in (0, 1], got {capacity}")
+        self.capacity = float(capacity)
+
+    def begin_task(self, layer, task, learn_picks):
+        if WSN_SCORES not in layer.scores:  # shared by every task, kept between tasks (the WSN code)
+            layer.scores[WSN_SCORES] = nn.Parameter(_kaiming_uniform(layer.weight.shape, layer.weight))
+
+    def growth_init(self, key, shape, like):
+        return _kaiming_uniform(shape, like) if key == WSN_SCORES else super().growth_init(key, shape, like)
+
+    def selected(self, layer, task) -> torch.Tensor:
+        """The task's current selection on its slice (``bool``): ``|scores| >=`` the score at the
+        ``1 - capacity`` quantile (the WSN code's ``percentile``: the k-th smallest of
+        ``|scores|`` with ``k = 1 + round((1 - capacity) (n - 1))``)."""
+        w, full = layer._sliced(task)
+        rows, cols = layer.slice_for(task)
+        s = layer.scores[WSN_SCORES] if full else layer.scores[WSN_SCORES][rows, cols]
+        return s.detach().abs() >= kth_score(s.detach().abs(), self.capacity)
+
+    def training_weight(self, layer, task):
+        w, full = layer._sliced(task)
+        rows, cols = layer.slice_for(task)
+        own, _, _ = layer._training_masks(task, w)
+        s = layer.scores[WSN_SCORES] if full else layer.scores[WSN_SCORES][rows, cols]
+        return top_capacity_weight(w, s, own, kth_score(s.detach().abs(), self.capacity), layer.decay)
+
+    @torch.no_grad()
+    def end_task(self, layer, task):
+        rows, cols = layer.slice_for(task)
+        chosen = torch.zeros_like(layer.owner, dtype=torch.bool)
+        chosen[rows, cols] = self.selected(layer, task)
+        prior = (layer.owner > 0) & (layer.owner < task)
+        # claimed but not chosen: free again, values kept (no task ever used them)
+        layer.release((layer.owner == task) & ~chosen, keep_values=True)
+        layer.set_pick(task, chosen & prior)
+
+
+def kth_score(abs_scores: torch.Tensor, capacity: float) -> torch.Tensor:
+    """The selection threshold of :class:`TopCapacity` for ``abs_scores`` (any shape): the
+    ``k``-th smallest value, ``k = 1 + round((1 - capacity) (n - 1))`` (0-d tensor)."""
+    flat = abs_scores.reshape(-1)
+    k = 1 + round((1.0 - capacity) * (flat.numel() - 1))
+    return flat.kthvalue(k).values
