@@ -121,7 +121,10 @@ def decisions(results: dict) -> list[str]:
     for i, t in enumerate(tasks):
         out.append(f"**Task {i + 1} — {t.get('name', '')}**: final validation accuracy {_pct(t.get('val_accuracy'))} %")
         pre = t.get("pretrained")
-        if pre:
+        if t.get("capacity_c") is not None:
+            out.append(f"- used the top {100 * t['capacity_c']:.0f} % of |scores| in each layer (WSN capacity c): "
+                       f"{100 * (t.get('used_share') or 0):.1f} % of all weights")
+        elif pre:
             out.append(f"- a pretrained network ({pre.get('file')}), not trained here: {pre.get('decision', '')}")
         else:
             out.append(f"- {_goal_text(t, first=i == 0)}")

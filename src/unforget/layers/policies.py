@@ -145,7 +145,8 @@ class TopCapacity(MaskPolicy):
         prior = (layer.owner > 0) & (layer.owner < task)
         # claimed but not chosen: free again, values kept (no task ever used them)
         layer.release((layer.owner == task) & ~chosen, keep_values=True)
-        layer.set_pick(task, chosen & prior)
+        if prior.any():  # without earlier weights (task 1) there is nothing to pick
+            layer.set_pick(task, chosen & prior)
 
 
 def kth_score(abs_scores: torch.Tensor, capacity: float) -> torch.Tensor:

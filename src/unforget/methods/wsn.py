@@ -1,0 +1,102 @@
+"""WSN -- Winning SubNetworks (Kang et al. 2022, "Forget-free Continual Learning with Winning
+Subnetworks", ICML, Sec. 3 and Alg. 1; official code ihaeyong/WSN), on the engine's task-aware
+network with the :class:`~unforget.layers.policies.TopCapacity` mask policy.
+
+One task t:
+
+1. every weight has a real-valued score, shared by all tasks and kept between them; the task
+   uses the top ``capacity`` share of ``|scores|`` in each layer (straight-through estimator to
+   the scores, trained with the weights by the same SGD, as the official code);
+2. of the weights it uses, those no earlier task uses are trained; those of earlier tasks are
+   frozen -- exactly: no gradient, no weight decay, no momentum (they never enter an update);
+3. when it ends, the weights it used and no earlier task owned become its own, the earlier ones
+   it used become its pick mask, and the claimed weights it did not use return to the free
+   pool with their values. Served as every engine task: ``W * (owner == t | (0 < owner < t &
+   pick_t))``, so earlier tasks' outputs are bit-identical after any later task.
+
+No growth and no compacting: the capacity bounds each task. Not in the paper's code: per-task
+biases, batch norms and heads (exact, as every engine method), and weight decay folded into the
+gradient of the task's trainable weights (``train.weight_decay``; 0 gives the reference's plain
+SGD). The SoftNet variant and the compressed (Huffman) storage of the per-task masks are not
+implemented: the reported mask bits are the engine's (an owner index per weight plus one bit per
+earlier weight per task).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from unforget.data.task import Task
+from unforget.layers import begin_task, end_task, norm_layers, to_task_aware, weighted_layers
+from unforget.layers.policies import WSN_SCORES, TopCapacity
+from unforget.methods.base import Method, register_method
+from unforget.methods.compacting import own_counts
+from unforget.methods.engine import EngineMethod
+from unforget.methods.goals import GoalSetter
+
+
+class WSNOptions(BaseModel):
+    """``methods.wsn``: the capacity ``c`` and the scores' learning rate."""
+
+    model_config = ConfigDict(extra="forbid")
+    capacity: float = Field(0.5, gt=0, le=1, description="share of each layer's weights a task uses (the paper's c: "
+                                                        "0.03 - 0.5)")
+    score_lr: Optional[float] = Field(None, gt=0, description="learning rate of the weight scores; null: train.lr "
+                                                              "(the official code trains scores and weights with one SGD)")
+
+
+@register_method
+class WSN(EngineMethod):
+    """WSN (see module doc): a top-``capacity`` subnetwork per task; exact."""
+
+    name = "wsn"
+    description = "WSN (Kang et al. 2022): top-c% subnetwork per task over shared weight scores; exact, no growth"
+    Options = WSNOptions
+    exact = True
+    takes_pretrained = False
+
+    def __init__(self, *args, **kwargs) -> None:
+        Method.__init__(self, *args, **kwargs)
+        o: WSNOptions = self.options
+        self.model = to_task_aware(self.new_backbone())
+        for _, layer in weighted_layers(self.model):
+            layer.policy = TopCapacity(o.capacity)
+        self.original_weights = self.allocated_weights()
+        self.expansion_level = 1.0
+        self.goals = GoalSetter(self, "tolerance")  # WSN sets no accuracy goals; kept for the engine's state
+
+    def _wsn_optimizers(self, task: int) -> list[torch.optim.Optimizer]:
+        """One SGD (the configured optimizer) over the shared weights (the layer folds weight
+        decay into the trainable ones' gradient), the task's biases, batch norms and head, and the
+        shared scores (no decay), as the official code trains all of them together."""
+        o: WSNOptions = self.options
+        layers = [layer for _, layer in weighted_layers(self.model)]
+        shared = [layer.weight for layer in layers]
+        per_task = [layer.biases[str(task)] for layer in layers if str(task) in layer.biases]
+        per_task += [p for _, n in norm_layers(self.model) for p in n.norms[str(task)].parameters()]
+        per_task += list(self.model.heads[str(task)].parameters())
+        scores = [layer.scores[WSN_SCORES] for layer in layers]
+        lr = self.trainer.config.lr
+        return [self.trainer.optimizer([{"params": shared}, {"params": per_task},
+                                        {"params": scores, "lr": o.score_lr or lr}], weight_decay=0.0)]
+
+    def learn(self, task: Task) -> dict:
+        """Kang et al. 2022, Alg. 1 for one task (module doc, steps 1-3)."""
+        o: WSNOptions = self.options
+        k = task.id
+        begin_task(self.model, k, task.n_classes, claim_free=True, learn_picks=False, head=task.head)
+        claimed = sum(own_counts(self.model, k).values())
+        opts = self._wsn_optimizers(k)
+        val, train_acc = self._fit(task, opts, self.trainer.config.epochs, "train",
+                                   schedule=self.trainer.schedulers(opts))
+        end_task(self.model, k)
+        self.learned.append(k)
+        weights = {"claimed": claimed, **self._weights_of(k)}
+        weights["released"] = claimed - weights["kept"]
+        used = sum(int(layer.task_mask(k).sum()) for _, layer in weighted_layers(self.model))
+        return {"val_accuracy": val, "train_accuracy": train_acc, "accuracy_goal": None, "pruning_ratio": None,
+                "capacity_c": o.capacity, "used_share": used / self.allocated_weights(), "weights": weights,
+                "network_epochs": self.trainer.config.epochs, "width": 1.0,
+                "widths": {n: g.width(k) for n, g in self.model.groups.items()}}
