@@ -145,7 +145,9 @@ def check_run_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], met
 
     Every ``*.owner`` tensor is an integer tensor with values in 0..K (0: free); every
     ``*.pick_t`` is a bool tensor of the shape of its layer's ``owner``, for a learned task
-    ``t`` (2..K), and picks only weights of earlier tasks (owner in 1..t-1).
+    ``t`` (2..K), and picks only weights of earlier tasks (owner in 1..t-1) -- except for a
+    method whose state says ``mask_policy: supermask`` (SupSup), whose masks cover every weight
+    of tasks 1..K.
 
     Raises:
         CheckpointError: one line naming the file and what is wrong.
@@ -157,6 +159,8 @@ def check_run_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], met
             or len(meta["records"]) != len(meta["accuracy_matrix"]):
         raise CheckpointError(f"checkpoint {path} is damaged: accuracy_matrix and records disagree")
     k = len(meta["accuracy_matrix"])
+    method_meta = meta["method"] if isinstance(meta["method"], dict) else {}
+    supermasks = method_meta.get("mask_policy") == "supermask"  # masks over every weight (SupSup)
     for name, t in tensors.items():
         if name.endswith(".owner"):
             if t.dtype.is_floating_point or t.dtype == torch.bool or t.dtype.is_complex:
@@ -166,17 +170,18 @@ def check_run_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], met
                                       f"outside 0..{k} (learned tasks)")
         m = PICK_NAME.match(name)
         if m:
-            _check_pick(path, name, t, tensors.get(m.group(1) + ".owner"), int(m.group(2)), k)
+            _check_pick(path, name, t, tensors.get(m.group(1) + ".owner"), int(m.group(2)), k, supermasks)
     return k
 
 
-def _check_pick(path, name: str, pick: torch.Tensor, owner, task: int, k: int) -> None:
-    if not 2 <= task <= k:
+def _check_pick(path, name: str, pick: torch.Tensor, owner, task: int, k: int, supermask: bool = False) -> None:
+    first = 1 if supermask else 2
+    if not first <= task <= k:
         raise CheckpointError(f"checkpoint {path}: {name} is a pick mask of task {task}, not one of the "
-                              f"learned tasks 2..{k}")
+                              f"learned tasks {first}..{k}")
     if pick.dtype != torch.bool:
         raise CheckpointError(f"checkpoint {path}: {name} has dtype {pick.dtype}, not bool")
     if owner is None or owner.shape != pick.shape:
         raise CheckpointError(f"checkpoint {path}: {name} has no owner tensor of its shape {tuple(pick.shape)}")
-    if bool((pick & ~((owner > 0) & (owner < task))).any()):
+    if not supermask and bool((pick & ~((owner > 0) & (owner < task))).any()):
         raise CheckpointError(f"checkpoint {path}: {name} picks weights that no earlier task owns")

@@ -11,6 +11,10 @@ accounting, export and the exactness tests serve every policy.
 * :class:`OwnershipPicks` -- CPG, PAE, PackNet, Piggyback (Hung et al. 2019; Mallya et al. 2018):
   the task trains every weight it owns, and learned pick scores (thresholded, straight-through)
   or all of them choose the earlier tasks' weights it uses.
+* :class:`Supermask` -- SupSup (Wortsman et al. 2020, "Supermasks in Superposition", Sec. 3):
+  fixed random weights that no task owns or trains; each task learns its own top-``density``
+  supermask over all of them (edge-popup, Ramanujan et al. 2020) and is served as
+  ``W * pick_t``.
 * :class:`TopCapacity` -- WSN (Kang et al. 2022, "Forget-free Continual Learning with Winning
   Subnetworks", Sec. 3, Eq. 2-4): one real-valued score per weight, shared by all tasks; the task
   uses the top ``capacity`` share of ``|scores|`` in each layer, straight-through; of those it
@@ -52,6 +56,16 @@ class MaskPolicy:
 
     def end_task(self, layer: "TaskAwareWeighted", task: int) -> None:
         """Freeze the task: fix its picks (and ownership) so that serving it never changes."""
+
+    def served_mask(self, layer: "TaskAwareWeighted", task: int) -> torch.Tensor:
+        """Bool mask (on the task's slice) of the weights a finished task uses: its own weights
+        and the earlier tasks' weights it picked (no pick mask: all of them)."""
+        own, prior = layer._masks(task)
+        pick = layer.pick_mask(task)
+        if pick is not None:
+            rows, cols = layer.slice_for(task)
+            prior = prior & pick[rows, cols]
+        return own | prior
 
     def growth_init(self, key: str, shape, like: torch.Tensor) -> torch.Tensor:
         """Values of new score entries when the layer grows."""
@@ -155,3 +169,55 @@ def kth_score(abs_scores: torch.Tensor, capacity: float) -> torch.Tensor:
     flat = abs_scores.reshape(-1)
     k = 1 + round((1.0 - capacity) * (flat.numel() - 1))
     return flat.kthvalue(k).values
+
+
+class Supermask(TopCapacity):
+    """SupSup (see module doc): per-task scores (Kaiming-uniform, as the SupSup code's
+    ``mask_init``), the top ``density`` share of ``|scores|`` per layer -- the SupSup code keeps
+    ``n - floor((1 - density) n)`` weights -- straight-through; the weights never train. A
+    finished task's mask covers every weight (``pick_t``), not only earlier tasks' ones.
+
+    Args:
+        density: share of each layer's weights in a task's supermask, in ``(0, 1]``.
+    """
+
+    name = "supermask"
+
+    def begin_task(self, layer, task, learn_picks):
+        if learn_picks:  # not when a finished task is rebuilt from a checkpoint
+            layer.scores[str(task)] = nn.Parameter(_kaiming_uniform(layer.weight.shape, layer.weight))
+
+    def growth_init(self, key, shape, like):
+        return _kaiming_uniform(shape, like)
+
+    def _scores(self, layer, task) -> torch.Tensor:
+        w, full = layer._sliced(task)
+        rows, cols = layer.slice_for(task)
+        return layer.scores[str(task)] if full else layer.scores[str(task)][rows, cols]
+
+    def threshold(self, abs_scores: torch.Tensor) -> torch.Tensor:
+        flat = abs_scores.reshape(-1)
+        dropped = int((1.0 - self.capacity) * flat.numel())  # the SupSup code's GetSubnet
+        return flat.kthvalue(dropped + 1).values
+
+    def selected(self, layer, task):
+        s = self._scores(layer, task).detach().abs()
+        return s >= self.threshold(s)
+
+    def training_weight(self, layer, task):
+        w, _ = layer._sliced(task)
+        s = self._scores(layer, task)
+        nothing = torch.zeros((), dtype=w.dtype, device=w.device)  # no weight trains
+        return top_capacity_weight(w, s, nothing, self.threshold(s.detach().abs()), 0.0)
+
+    @torch.no_grad()
+    def end_task(self, layer, task):
+        rows, cols = layer.slice_for(task)
+        chosen = torch.zeros_like(layer.owner, dtype=torch.bool)
+        chosen[rows, cols] = self.selected(layer, task)
+        del layer.scores[str(task)]
+        layer.set_pick(task, chosen)
+
+    def served_mask(self, layer, task):
+        rows, cols = layer.slice_for(task)
+        return layer.pick_mask(task)[rows, cols]

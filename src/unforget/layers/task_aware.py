@@ -146,15 +146,11 @@ class TaskAwareWeighted(nn.Module):
         return self._cache[key]
 
     def task_mask(self, task: int) -> torch.Tensor:
-        """Bool mask (on the task's slice) of the weights task ``task`` uses once finished."""
+        """Bool mask (on the task's slice) of the weights task ``task`` uses once finished (the
+        policy's rule, :meth:`MaskPolicy.served_mask`; cached until ``invalidate``)."""
         key = ("mask", task)
         if key not in self._cache:
-            own, prior = self._masks(task)
-            pick = self.pick_mask(task)
-            if pick is not None:
-                rows, cols = self.slice_for(task)
-                prior = prior & pick[rows, cols]
-            self._cache[key] = own | prior
+            self._cache[key] = self.policy.served_mask(self, task)
         return self._cache[key]
 
     def effective_weight(self, task: int) -> torch.Tensor:

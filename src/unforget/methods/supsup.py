@@ -1,0 +1,116 @@
+"""SupSup -- Supermasks in Superposition (Wortsman et al. 2020, NeurIPS, Sec. 3; official code
+RAIVNLab/supsup), on the engine's task-aware network with the
+:class:`~unforget.layers.policies.Supermask` policy.
+
+The weights are fixed at a random *signed constant*: ``sign(w) * gain / sqrt(fan_in)`` with the
+ReLU gain (Ramanujan et al. 2020, Sec. 4; the SupSup code's ``signed_constant``), and never
+train. Each task learns real-valued scores (Adam, lr 1e-3, as the SupSup GG experiments) whose
+top ``density`` share of ``|scores|`` per layer is its supermask (edge-popup, straight-through);
+when the task ends the mask is frozen. Task t is served as ``W * mask_t``: nothing a later task
+does touches it, so earlier tasks are bit-identical.
+
+As in the SupSup code, batch norms keep per-task running statistics but no learned affine
+parameters (``MultitaskNonAffineBN``: the per-task norms stay at weight 1, bias 0). Differences:
+heads are per task and trained (the SupSup GG setting masks one shared output layer), per-task
+biases of the model's layers train with them, and every layer has the same density (the code's
+``er_sparsity`` option scales it per layer; not implemented). Task-id inference is not
+implemented yet.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from unforget.data.task import Task
+from unforget.layers import begin_task, end_task, norm_layers, to_task_aware, weighted_layers
+from unforget.layers.policies import Supermask
+from unforget.methods.base import Method, register_method, tensor_bytes
+from unforget.methods.engine import EngineMethod
+from unforget.methods.goals import GoalSetter
+
+
+class SupSupOptions(BaseModel):
+    """``methods.supsup``: the supermask density and the scores' learning rate."""
+
+    model_config = ConfigDict(extra="forbid")
+    density: float = Field(0.5, gt=0, le=1, description="share of each layer's weights in a task's supermask")
+    score_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the task's scores (SupSup GG: 1e-3)")
+
+
+def signed_constant_(weight: torch.Tensor) -> None:
+    """In place: ``sign(w) * sqrt(2) / sqrt(fan_in)`` (Kaiming's ReLU gain over the fan-in; a zero
+    weight becomes ``+`` the constant)."""
+    fan_in = weight[0].numel()
+    std = math.sqrt(2.0) / math.sqrt(fan_in)
+    with torch.no_grad():
+        weight.copy_(torch.where(weight < 0, -std, std).to(weight.dtype))
+
+
+@register_method
+class SupSup(EngineMethod):
+    """SupSup (see module doc): one supermask per task over fixed random weights; exact."""
+
+    name = "supsup"
+    description = "SupSup (Wortsman et al. 2020): a learned supermask per task over fixed random weights; exact"
+    Options = SupSupOptions
+    exact = True
+    takes_pretrained = False
+
+    def __init__(self, *args, **kwargs) -> None:
+        Method.__init__(self, *args, **kwargs)
+        o: SupSupOptions = self.options
+        self.model = to_task_aware(self.new_backbone())
+        for _, layer in weighted_layers(self.model):
+            signed_constant_(layer.weight)
+            layer.weight.requires_grad_(False)
+            layer.policy = Supermask(o.density)
+        self.original_weights = self.allocated_weights()
+        self.expansion_level = 1.0
+        self.goals = GoalSetter(self, "tolerance")  # SupSup sets no accuracy goals; kept for the engine's state
+
+    def learn(self, task: Task) -> dict:
+        """Learn task ``task.id``'s supermask, biases and head (module doc)."""
+        o: SupSupOptions = self.options
+        k = task.id
+        begin_task(self.model, k, task.n_classes, claim_free=False, learn_picks=True, head=task.head)
+        layers = [layer for _, layer in weighted_layers(self.model)]
+        for layer in layers:
+            layer.weight.requires_grad_(False)
+        for _, n in norm_layers(self.model):  # non-affine: statistics only
+            for p in n.norms[str(k)].parameters():
+                p.requires_grad_(False)
+        scores = [layer.scores[str(k)] for layer in layers]
+        per_task = [layer.biases[str(k)] for layer in layers if str(k) in layer.biases]
+        per_task += list(self.model.heads[str(k)].parameters())
+        opts = [torch.optim.Adam(scores, lr=o.score_lr, fused=True),
+                self.trainer.optimizer(per_task, weight_decay=0.0)]
+        val, train_acc = self._fit(task, opts, self.trainer.config.epochs, "train",
+                                   schedule=self.trainer.schedulers(opts))
+        end_task(self.model, k)
+        self.learned.append(k)
+        used = sum(int(layer.task_mask(k).sum()) for layer in layers)
+        return {"val_accuracy": val, "train_accuracy": train_acc, "accuracy_goal": None, "pruning_ratio": None,
+                "density": o.density, "used_share": used / self.allocated_weights(),
+                "network_epochs": self.trainer.config.epochs, "width": 1.0}
+
+    def size(self) -> dict:
+        """Bytes to serve all tasks: the fixed weights as one sign bit each (plus one float per
+        layer for the constant), one mask bit per weight per task, and the per-task biases,
+        batch-norm statistics and heads (Wortsman et al. 2020, Sec. 4: masks cost 1 bit per
+        weight and task)."""
+        layers = [layer for _, layer in weighted_layers(self.model)]
+        n = self.allocated_weights()
+        bits = n * (1 + len(self.learned))
+        per_task = tensor_bytes(p for layer in layers for p in layer.biases.values())
+        per_task += tensor_bytes(t for _, nl in norm_layers(self.model) for t in
+                                 list(nl.norms.parameters()) + list(nl.norms.buffers()))
+        per_task += tensor_bytes(self.model.heads.parameters())
+        return {"model_size_bytes": math.ceil(bits / 8) + 4 * len(layers) + per_task, "expansion_ratio": 1.0,
+                "released_ratio": None}
+
+    def state(self):
+        tensors, meta = super().state()
+        meta["mask_policy"] = "supermask"
+        return tensors, meta

@@ -1,0 +1,71 @@
+"""SupSup (Wortsman et al. 2020): fixed signed-constant weights, one top-density supermask per
+task, nothing else shared trains; earlier tasks bit-identical, also after a reload."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from synthetic import gaussian_benchmark
+from unforget.config import RunConfig
+from unforget.layers import norm_layers, weighted_layers
+from unforget.learner import Learner
+from unforget.runner import build_method, run
+
+
+def _cfg(density=0.4, epochs=3, model="mlp", width=0.03):
+    return RunConfig.model_validate({"method": "supsup", "model": {"name": model, "width": width},
+                                     "train": {"epochs": epochs, "batch_size": 16, "lr": 0.05},
+                                     "methods": {"supsup": {"density": density, "score_lr": 0.01}}})
+
+
+def test_supsup_learns_supermasks_over_fixed_signed_constant_weights():
+    bench = gaussian_benchmark(3, 3, 12, 48, seed=8)
+    m = build_method(_cfg(0.4), bench, progress=False)
+    layers = [l for _, l in weighted_layers(m.model)]
+    for l in layers:  # sign(w) * sqrt(2 / fan_in)
+        std = math.sqrt(2.0 / l.weight[0].numel())
+        assert torch.allclose(l.weight.abs(), torch.full_like(l.weight, std))
+    w0 = [l.weight.detach().clone() for l in layers]
+    probe = torch.randn(6, 12, generator=torch.Generator().manual_seed(2))
+    outs = []
+    for t in bench.tasks:
+        rec = m.learn(t)
+        outs.append(m.logits(probe, t.id))
+        for l in layers:
+            n = l.weight.numel()
+            assert int(l.pick_mask(t.id).sum()) == n - int(0.6 * n)  # the SupSup code's top-k count
+        assert rec["used_share"] == pytest_approx(0.4)
+    assert all(torch.equal(l.weight, w) for l, w in zip(layers, w0))  # the weights never train
+    assert all((l.owner == 0).all() for l in layers)  # no task owns a weight
+    for j in range(3):
+        assert torch.equal(m.logits(probe, j + 1), outs[j])
+    masks = [l.pick_mask(1) for l in layers]
+    assert any(not torch.equal(l.pick_mask(2), mk) for l, mk in zip(layers, masks))  # each task its own mask
+    for _, n in norm_layers(m.model):  # non-affine batch norm (none in an MLP, but the rule holds)
+        for norm in n.norms.values():
+            assert torch.equal(norm.weight, torch.ones_like(norm.weight))
+
+
+def pytest_approx(v):
+    import pytest
+
+    return pytest.approx(v, abs=0.01)
+
+
+def test_supsup_checkpoint_reloads_with_the_same_logits_and_size(tmp_path):
+    bench = gaussian_benchmark(2, 3, n=32, seed=9, image=(3, 23, 23))
+    res = run(_cfg(0.5, epochs=2, model="clnp_convnet_wide", width=1 / 32), benchmark=bench, out_dir=tmp_path / "run",
+              progress=False)
+    assert res["bwt"] == 0.0 and res["exact_method"] is True
+    m = res["_learner"].method
+    again = Learner.open(tmp_path / "run").method
+    x = torch.randn(4, 3, 23, 23, generator=torch.Generator().manual_seed(0))
+    for t in (1, 2):
+        assert torch.equal(again.logits(x, t), m.logits(x, t))
+    n = m.allocated_weights()
+    assert res["model_size_bytes"] >= math.ceil(3 * n / 8)  # a sign bit and one mask bit per task for every weight
+    norms = [bn for _, norm in norm_layers(m.model) for bn in norm.norms.values()]
+    assert norms and all(torch.equal(bn.bias, torch.zeros_like(bn.bias)) and torch.equal(bn.weight, torch.ones_like(bn.weight))
+                         for bn in norms)  # non-affine: only the running statistics are per task
+    assert any(not torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean)) for bn in norms)
