@@ -507,3 +507,23 @@ class EngineMethod(Method):
                               meta.get("goals", {}))
         self.learned = list(meta["learned"])
         self.expansion_level = float(meta.get("expansion_level", 1.0))
+
+
+class PolicyMethod(EngineMethod):
+    """Base of engine methods whose tasks choose their weights by a mask policy of their own and
+    set no accuracy goals, with no growth or compacting (WSN, SupSup): subclasses say how each
+    task-aware layer is prepared (:meth:`prepare_layer`: its policy, its initial weights)."""
+
+    takes_pretrained = False
+
+    def __init__(self, *args, **kwargs) -> None:
+        Method.__init__(self, *args, **kwargs)
+        self.model = to_task_aware(self.new_backbone())
+        for _, layer in weighted_layers(self.model):
+            self.prepare_layer(layer)
+        self.original_weights = self.allocated_weights()
+        self.expansion_level = 1.0
+        self.goals = GoalSetter(self, "tolerance")  # never asked; kept for the engine's checkpoint state
+
+    def prepare_layer(self, layer) -> None:
+        raise NotImplementedError

@@ -24,11 +24,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from unforget.data.task import Task
-from unforget.layers import begin_task, end_task, norm_layers, to_task_aware, weighted_layers
+from unforget.layers import begin_task, end_task, norm_layers, weighted_layers
 from unforget.layers.policies import Supermask
-from unforget.methods.base import Method, register_method, tensor_bytes
-from unforget.methods.engine import EngineMethod
-from unforget.methods.goals import GoalSetter
+from unforget.methods.base import register_method, tensor_bytes
+from unforget.methods.engine import PolicyMethod
 
 
 class SupSupOptions(BaseModel):
@@ -49,26 +48,18 @@ def signed_constant_(weight: torch.Tensor) -> None:
 
 
 @register_method
-class SupSup(EngineMethod):
+class SupSup(PolicyMethod):
     """SupSup (see module doc): one supermask per task over fixed random weights; exact."""
 
     name = "supsup"
     description = "SupSup (Wortsman et al. 2020): a learned supermask per task over fixed random weights; exact"
     Options = SupSupOptions
     exact = True
-    takes_pretrained = False
 
-    def __init__(self, *args, **kwargs) -> None:
-        Method.__init__(self, *args, **kwargs)
-        o: SupSupOptions = self.options
-        self.model = to_task_aware(self.new_backbone())
-        for _, layer in weighted_layers(self.model):
-            signed_constant_(layer.weight)
-            layer.weight.requires_grad_(False)
-            layer.policy = Supermask(o.density)
-        self.original_weights = self.allocated_weights()
-        self.expansion_level = 1.0
-        self.goals = GoalSetter(self, "tolerance")  # SupSup sets no accuracy goals; kept for the engine's state
+    def prepare_layer(self, layer) -> None:
+        signed_constant_(layer.weight)
+        layer.weight.requires_grad_(False)
+        layer.policy = Supermask(self.options.density)
 
     def learn(self, task: Task) -> dict:
         """Learn task ``task.id``'s supermask, biases and head (module doc)."""

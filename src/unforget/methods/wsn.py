@@ -29,12 +29,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from unforget.data.task import Task
-from unforget.layers import begin_task, end_task, norm_layers, to_task_aware, weighted_layers
+from unforget.layers import begin_task, end_task, norm_layers, weighted_layers
 from unforget.layers.policies import WSN_SCORES, TopCapacity
-from unforget.methods.base import Method, register_method
+from unforget.methods.base import register_method
 from unforget.methods.compacting import own_counts
-from unforget.methods.engine import EngineMethod
-from unforget.methods.goals import GoalSetter
+from unforget.methods.engine import PolicyMethod
 
 
 class WSNOptions(BaseModel):
@@ -48,24 +47,16 @@ class WSNOptions(BaseModel):
 
 
 @register_method
-class WSN(EngineMethod):
+class WSN(PolicyMethod):
     """WSN (see module doc): a top-``capacity`` subnetwork per task; exact."""
 
     name = "wsn"
     description = "WSN (Kang et al. 2022): top-c% subnetwork per task over shared weight scores; exact, no growth"
     Options = WSNOptions
     exact = True
-    takes_pretrained = False
 
-    def __init__(self, *args, **kwargs) -> None:
-        Method.__init__(self, *args, **kwargs)
-        o: WSNOptions = self.options
-        self.model = to_task_aware(self.new_backbone())
-        for _, layer in weighted_layers(self.model):
-            layer.policy = TopCapacity(o.capacity)
-        self.original_weights = self.allocated_weights()
-        self.expansion_level = 1.0
-        self.goals = GoalSetter(self, "tolerance")  # WSN sets no accuracy goals; kept for the engine's state
+    def prepare_layer(self, layer) -> None:
+        layer.policy = TopCapacity(self.options.capacity)
 
     def _wsn_optimizers(self, task: int) -> list[torch.optim.Optimizer]:
         """One SGD (the configured optimizer) over the shared weights (the layer folds weight
