@@ -69,3 +69,38 @@ def test_supsup_checkpoint_reloads_with_the_same_logits_and_size(tmp_path):
     assert norms and all(torch.equal(bn.bias, torch.zeros_like(bn.bias)) and torch.equal(bn.weight, torch.ones_like(bn.weight))
                          for bn in norms)  # non-affine: only the running statistics are per task
     assert any(not torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean)) for bn in norms)
+
+
+def test_one_shot_task_inference_finds_the_task_of_a_batch(tmp_path):
+    from unforget.evaluation.report import markdown_report
+
+    bench = gaussian_benchmark(3, 3, 12, 96, seed=12)
+    res = run(_cfg(0.5, epochs=6), benchmark=bench, progress=False)
+    learner = res["_learner"]
+    inf = res["tasks"][-1]["task_inference"]
+    assert set(inf["per_task"]) == {"1", "2", "3"} and inf["batch_size"] == 128
+    # well-separated tasks: the one-shot rule names the right task for every test batch here
+    assert inf["accuracy"] == 1.0, inf
+    model = learner.model
+    x = bench.tasks[1].transform(bench.tasks[1].test.x)
+    t, logits = model(x)
+    assert t == 2 and torch.equal(logits, model(x, task=2))
+    assert "task-id inference (one-shot" in markdown_report(res)
+    # the rule itself: the task whose weight lowers the entropy most, from the gradient
+    alphas = torch.full((3,), 1 / 3, requires_grad=True)
+    p = learner.method.model.superposed_logits(x, alphas).softmax(-1)
+    (g,) = torch.autograd.grad(-(p * p.clamp_min(1e-12).log()).sum(-1).mean(), alphas)
+    assert int(torch.argmin(g)) + 1 == 2
+
+
+def test_task_inference_needs_heads_of_one_size():
+    import dataclasses
+
+    bench = gaussian_benchmark(2, 3, 12, 32, seed=1)
+    bench.tasks[1] = dataclasses.replace(bench.tasks[1], classes=["a", "b"], train=bench.tasks[1].train)
+    for split in ("train", "val", "test"):
+        s = getattr(bench.tasks[1], split)
+        keep = s.y < 2
+        setattr(bench.tasks[1], split, type(s)(s.x[keep], s.y[keep]))
+    res = run(_cfg(0.5, epochs=1), benchmark=bench, progress=False)
+    assert "same number of classes" in res["tasks"][-1]["task_inference"]["error"]

@@ -224,6 +224,8 @@ class Learner:
         given = {t.id: t for t in test_on if t.id < task.id}
         given[task.id] = task
         self.R.append([self.test(given[j]) if j in given else None for j in range(1, task.id + 1)])
+        if hasattr(self.method, "infer_task"):
+            rec["task_inference"] = self.task_inference(list(given.values()))
         self.records.append(rec)
         from unforget.serving import preprocessing_of
 
@@ -254,6 +256,27 @@ class Learner:
             return task.given_accuracy
         return accuracy(self.method.model_for(task.id), task, split, self.config.train.eval_batch_size,
                         self.method.device)
+
+    def task_inference(self, tasks: Sequence[Task], batch_size: int = 128) -> dict:
+        """Share of test batches (``batch_size`` images of one task, in order) whose task id the
+        method infers right (SupSup's one-shot rule; Wortsman et al. 2020 test on batches of 128),
+        per task id and overall: ``{"per_task": {id: share}, "accuracy": share, "batch_size": n}``;
+        ``{"error": ...}`` when the method cannot infer these tasks (e.g. heads of different sizes)."""
+        per: dict[str, float] = {}
+        right = total = 0
+        try:
+            for t in tasks:
+                x = t.test.x
+                hits = n = 0
+                for i in range(0, len(x), batch_size):
+                    got, _ = self.method.infer_task(t.transform(x[i:i + batch_size]))
+                    hits, n = hits + (got == t.id), n + 1
+                if n:
+                    per[str(t.id)] = hits / n
+                    right, total = right + hits, total + n
+        except (ValueError, NotImplementedError) as e:
+            return {"error": str(e)}
+        return {"per_task": per, "accuracy": right / total if total else None, "batch_size": batch_size}
 
     def evaluate(self, tasks: Sequence[Task], split: str = "test") -> list[float]:
         """Accuracies (fractions) on each of ``tasks`` (learned tasks)."""

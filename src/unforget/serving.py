@@ -6,7 +6,7 @@ the network takes, or refuse it with one line.
 """
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -91,13 +91,20 @@ class ServingModel(nn.Module):
         """Shape of one input, e.g. ``(3, 32, 32)``."""
         return tuple(self.method.plan.input_shape)
 
-    def forward(self, x: Union[torch.Tensor, np.ndarray], task: int) -> torch.Tensor:
-        """Task ``task``'s logits ``(N, n_classes_task)``.
+    def forward(self, x: Union[torch.Tensor, np.ndarray], task: Optional[int] = None):
+        """Task ``task``'s logits ``(N, n_classes_task)``; with ``task=None`` and a method that
+        infers task ids (SupSup), ``(inferred task id, its logits)`` for a batch of one task.
 
         Raises:
             InputError: ``x`` of another type, shape or dtype (:func:`as_batch`), ``task`` not an
-                integer; UnknownTaskError (also a ``KeyError``): ``task`` was not learned.
+                integer, or no ``task`` for a method that cannot infer it; UnknownTaskError (also
+                a ``KeyError``): ``task`` was not learned.
         """
+        if task is None:
+            infer = getattr(self.method, "infer_task", None)
+            if infer is None:
+                raise InputError(f"method {self.method.name} needs the task id: model(x, task=t)")
+            return infer(as_batch(x, self.input_shape))
         t = task_id(task, self.method.learned)
         return self.method.logits(as_batch(x, self.input_shape), t)
 

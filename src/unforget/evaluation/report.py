@@ -46,6 +46,12 @@ def markdown_report(results: dict) -> str:
               f"- wall time: {results.get('wall_time_s', 0):.1f} s"]
     if results.get("threads") is not None:
         lines.append(f"- torch threads: {results['threads']}")
+    inference = (results["tasks"][K - 1].get("task_inference") or {}) if K else {}
+    if inference.get("accuracy") is not None:
+        lines.append(f"- task-id inference (one-shot, batches of {inference['batch_size']} test images of one task, "
+                     f"task id not given): {_pct(inference['accuracy'])} % of batches right after the last task")
+    elif inference.get("error"):
+        lines.append(f"- task-id inference: not possible here ({inference['error']})")
     auto = results.get("auto_config")
     if auto:
         lines += ["", f"Automatic configuration for own data: {auto.get('reason', '')}"]

@@ -37,6 +37,26 @@ def current_task() -> int:
     return task
 
 
+_SUPERPOSED: ContextVar[Optional["torch.Tensor"]] = ContextVar("unforget_superposed_tasks", default=None)
+
+
+@contextlib.contextmanager
+def superposed(alphas) -> Iterator[None]:
+    """Within the block, task-aware layers compute the superposition of the learned tasks:
+    weight ``alphas[t - 1]`` for task ``t`` (a 1-D float tensor, differentiable), as SupSup's
+    task-id inference does (Wortsman et al. 2020, Sec. 3.3); this thread / asyncio task only."""
+    token = _SUPERPOSED.set(alphas)
+    try:
+        yield
+    finally:
+        _SUPERPOSED.reset(token)
+
+
+def current_alphas():
+    """The task weights of :func:`superposed`, or ``None`` outside it."""
+    return _SUPERPOSED.get()
+
+
 @dataclass
 class TaskContext:
     """Training state shared by every task-aware layer of one network.

@@ -71,6 +71,12 @@ class MaskPolicy:
         """Values of new score entries when the layer grows."""
         return torch.full(shape, SCORE_INIT, dtype=like.dtype, device=like.device)
 
+    def superposed(self, layer: "TaskAwareWeighted", alphas: torch.Tensor):
+        """``(weight, bias)`` of the superposition of tasks ``1..len(alphas)`` (task-id inference);
+        only policies whose tasks differ by masks over one fixed weight support it."""
+        raise NotImplementedError(f"the {self.name} mask policy cannot superpose tasks (task-id inference "
+                                  "needs supermasks over fixed weights: method supsup)")
+
 
 class OwnershipPicks(MaskPolicy):
     """The task trains the weights it owns; earlier tasks' weights are used through learned
@@ -221,3 +227,17 @@ class Supermask(TopCapacity):
     def served_mask(self, layer, task):
         rows, cols = layer.slice_for(task)
         return layer.pick_mask(task)[rows, cols]
+
+    def superposed(self, layer, alphas):
+        """``W * sum_t alphas[t-1] mask_t`` and ``sum_t alphas[t-1] b_t`` (Wortsman et al. 2020,
+        Eq. 3); the stacked float masks are kept until the layer's masks change."""
+        key = ("stacked", len(alphas))
+        if key not in layer._cache:
+            layer._cache[key] = torch.stack([layer.pick_mask(t).to(layer.weight.dtype)
+                                             for t in range(1, len(alphas) + 1)])
+        stacked = layer._cache[key]
+        mix = torch.tensordot(alphas.to(stacked.dtype), stacked, dims=1)
+        bias = None
+        if layer.has_bias:
+            bias = sum(a * layer.biases[str(t)] for t, a in enumerate(alphas, start=1))
+        return layer.weight.detach() * mix, bias

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unforget.layers.context import TaskContext, WidthGroup, current_task
+from unforget.layers.context import TaskContext, WidthGroup, current_alphas, current_task
 from unforget.layers.policies import SCORE_INIT, SCORE_THRESHOLD, MaskPolicy, OwnershipPicks
 
 __all__ = ["SCORE_INIT", "SCORE_THRESHOLD", "TaskAwareWeighted", "TaskConv2d", "TaskLinear", "PerTaskLayer",
@@ -193,6 +193,16 @@ class TaskAwareWeighted(nn.Module):
             served.pop(next(iter(served)))
         return hit[1]
 
+    def weight_and_bias(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Weight and bias of the task being computed, or of the superposition of the learned
+        tasks inside :func:`~unforget.layers.context.superposed` (the policy's
+        :meth:`~unforget.layers.policies.MaskPolicy.superposed`)."""
+        alphas = current_alphas()
+        if alphas is not None:
+            return self.policy.superposed(self, alphas)
+        t = current_task()
+        return self.effective_weight(t), self.task_bias(t)
+
     def task_bias(self, task: int) -> Optional[torch.Tensor]:
         if not self.has_bias:
             return None
@@ -275,8 +285,8 @@ class TaskConv2d(TaskAwareWeighted):
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = current_task()
-        return F.conv2d(x, self.effective_weight(t), self.task_bias(t), self.stride, self.padding, self.dilation)
+        w, b = self.weight_and_bias()
+        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation)
 
 
 class TaskLinear(TaskAwareWeighted):
@@ -287,8 +297,8 @@ class TaskLinear(TaskAwareWeighted):
         super().__init__(linear.weight, linear.bias, out_group, in_group, ctx)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = current_task()
-        return F.linear(x, self.effective_weight(t), self.task_bias(t))
+        w, b = self.weight_and_bias()
+        return F.linear(x, w, b)
 
 
 class PerTaskLayer(nn.Module):
@@ -362,6 +372,9 @@ class TaskBatchNorm(PerTaskLayer):
         return norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        alphas = current_alphas()
+        if alphas is not None:
+            return superpose(self, x, alphas)
         norm = self.norms[str(current_task())]
         if norm.training or norm.running_mean is None:
             return norm(x)
@@ -381,4 +394,12 @@ class TaskPReLU(PerTaskLayer):
         return nn.PReLU(n, init=0.25).to(device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        alphas = current_alphas()
+        if alphas is not None:
+            return superpose(self, x, alphas)
         return self.norms[str(current_task())](x)
+
+
+def superpose(layer: PerTaskLayer, x: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+    """``sum_t alphas[t - 1] * module_t(x)`` over the tasks ``1..len(alphas)`` of a per-task layer."""
+    return sum(a * layer.norms[str(t)](x) for t, a in enumerate(alphas, start=1))

@@ -13,8 +13,12 @@ As in the SupSup code, batch norms keep per-task running statistics but no learn
 parameters (``MultitaskNonAffineBN``: the per-task norms stay at weight 1, bias 0). Differences:
 heads are per task and trained (the SupSup GG setting masks one shared output layer), per-task
 biases of the model's layers train with them, and every layer has the same density (the code's
-``er_sparsity`` option scales it per layer; not implemented). Task-id inference is not
-implemented yet.
+``er_sparsity`` option scales it per layer; not implemented).
+
+Task-id inference (:meth:`SupSup.infer_task`, Sec. 3.3, the one-shot rule): for a batch of one
+unknown task, every learned task gets weight ``1/K`` in a superposition of the supermasks (and,
+here, of the per-task batch norms, biases and heads, which must have one size); the task whose
+weight's gradient most lowers the entropy of the mean prediction is chosen.
 """
 from __future__ import annotations
 
@@ -105,3 +109,29 @@ class SupSup(PolicyMethod):
         tensors, meta = super().state()
         meta["mask_policy"] = "supermask"
         return tensors, meta
+
+    def infer_task(self, x: torch.Tensor) -> tuple[int, torch.Tensor]:
+        """One-shot task-id inference for a batch ``x`` of one task (Wortsman et al. 2020, Sec.
+        3.3, Eq. 4): ``alphas = 1/K``, ``H`` = entropy of the superposed model's softmax output
+        (mean over the batch), task = ``argmin_i dH / d alpha_i``. Returns ``(task id, that task's
+        logits (N, C))``.
+
+        Raises:
+            ValueError: no task learned, or the learned tasks' heads differ in size."""
+        k = len(self.learned)
+        if k == 0:
+            raise ValueError("no task learned yet")
+        if k == 1:
+            return 1, self.logits(x, 1)
+        was = self.model.training
+        self.model.eval()
+        try:
+            alphas = torch.full((k,), 1.0 / k, device=self.device, requires_grad=True)
+            with torch.enable_grad():
+                p = self.model.superposed_logits(x.to(self.device), alphas).softmax(-1)
+                entropy = -(p * p.clamp_min(1e-12).log()).sum(-1).mean()
+                (grad,) = torch.autograd.grad(entropy, alphas)
+        finally:
+            self.model.train(was)
+        t = int(torch.argmin(grad)) + 1
+        return t, self.logits(x, t)

@@ -145,6 +145,24 @@ class MultiHeadNet(nn.Module):
         with computing(t):
             return self.heads[str(t)](self.features(x))
 
+    def superposed_logits(self, x: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, C)`` of the superposition of tasks ``1..len(alphas)``: every task-aware
+        layer mixes the tasks with weights ``alphas`` (:func:`unforget.layers.context.superposed`)
+        and so do the heads, which must have one size (Wortsman et al. 2020, Sec. 3.3).
+
+        Raises:
+            ValueError: the heads of those tasks differ in size; NotImplementedError: the
+                network's mask policy cannot superpose tasks."""
+        from unforget.layers.context import superposed
+
+        heads = [self.heads[str(t)] for t in range(1, len(alphas) + 1)]
+        if len({h.out_features for h in heads}) != 1:
+            raise ValueError("task-id inference superposes the heads, so every task needs the same number of "
+                             f"classes; these have {sorted({h.out_features for h in heads})}")
+        with superposed(alphas):
+            feats = self.features(x)
+        return sum(a * h(feats) for a, h in zip(alphas, heads))
+
     def embed(self, x: torch.Tensor, task: int) -> torch.Tensor:
         """Features of ``x`` as task ``task`` computes them, ``(N, feature_dim_task)``: what its
         head reads (the face-verification embedding for SphereFace, Liu et al. 2017, Sec. 4.1).
