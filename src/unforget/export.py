@@ -55,6 +55,19 @@ def _plain_weighted(layer: TaskAwareWeighted, task: int) -> nn.Module:
     return new
 
 
+class FixedGate(nn.Module):
+    """``inner(x)`` times fixed per-unit gates (a HAT task's gates at ``s_max``), for export."""
+
+    def __init__(self, inner: nn.Module, gate: torch.Tensor) -> None:
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("gate", gate.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inner(x)
+        return h * self.gate.view(1, -1, *([1] * (h.dim() - 2)))
+
+
 def plain_network(net: nn.Module, task: int) -> PlainTaskNet:
     """Task ``task`` of a learned network as a :class:`PlainTaskNet` in evaluation mode.
 
@@ -77,7 +90,10 @@ def plain_network(net: nn.Module, task: int) -> PlainTaskNet:
     with torch.no_grad():
         for name, mod in list(features.named_modules()):
             src = originals[name]
-            if isinstance(src, TaskAwareWeighted):
+            if getattr(src, "unit_gate", False):  # HAT: the task's gates become constants
+                layer, policy = src._owner
+                set_module(features, name, FixedGate(mod.inner, policy.gate(layer, task, policy.s_max)))
+            elif isinstance(src, TaskAwareWeighted):
                 set_module(features, name, _plain_weighted(src, task))
             elif isinstance(src, PerTaskLayer):  # the task's own batch norm / PReLU
                 set_module(features, name, copy.deepcopy(src.norms[str(task)]))

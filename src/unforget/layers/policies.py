@@ -15,6 +15,10 @@ accounting, export and the exactness tests serve every policy.
   fixed random weights that no task owns or trains; each task learns its own top-``density``
   supermask over all of them (edge-popup, Ramanujan et al. 2020) and is served as
   ``W * pick_t``.
+* :class:`UnitGates` -- HAT (Serra et al. 2018, "Overcoming Catastrophic Forgetting with Hard
+  Attention to the Task", Sec. 2): every weight is shared and trains; a task's units are gated
+  by ``sigmoid(s * e_t)`` of a learned per-task embedding, and each weight's gradient is scaled
+  by ``1 - min(a_out, a_in)`` of the earlier tasks' cumulative gates. Not exact.
 * :class:`TopCapacity` -- WSN (Kang et al. 2022, "Forget-free Continual Learning with Winning
   Subnetworks", Sec. 3, Eq. 2-4): one real-valued score per weight, shared by all tasks; the task
   uses the top ``capacity`` share of ``|scores|`` in each layer, straight-through; of those it
@@ -24,7 +28,7 @@ accounting, export and the exactness tests serve every policy.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import nn
@@ -241,3 +245,79 @@ class Supermask(TopCapacity):
         if layer.has_bias:
             bias = sum(a * layer.biases[str(t)] for t, a in enumerate(alphas, start=1))
         return layer.weight.detach() * mix, bias
+
+
+HAT_PREV = "hat_prev"
+"""Name of the layer buffer holding the earlier tasks' cumulative gates of its output units."""
+
+
+class _ConditionedWeight(torch.autograd.Function):
+    """``W`` itself; backward ``(g + decay W) * factor`` (HAT's gradient conditioning, Serra et
+    al. 2018, Eq. 2)."""
+
+    @staticmethod
+    def forward(ctx, weight, factor, decay: float):
+        ctx.save_for_backward(weight, factor)
+        ctx.decay = decay
+        return weight.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        weight, factor = ctx.saved_tensors
+        g = grad.add(weight, alpha=ctx.decay) if ctx.decay else grad
+        return g * factor, None, None
+
+
+class UnitGates(MaskPolicy):
+    """HAT (see module doc). The per-task embedding of the layer's output units lives in
+    ``layer.scores[str(t)]`` (shape ``(units,)``), the cumulative gates of the earlier tasks in
+    the buffer ``hat_prev``; ``source`` is the policy of the layer feeding this one (``None``:
+    the input), whose gates condition the input side of the gradient.
+
+    Args:
+        s_max: the gates' final scale (the paper: 400).
+    """
+
+    name = "unit-gates"
+
+    def __init__(self, s_max: float = 400.0) -> None:
+        self.s_max = float(s_max)
+        self.s = float(s_max)
+        """The scale in use: annealed from ``1 / s_max`` to ``s_max`` within each training epoch,
+        ``s_max`` otherwise (set by the method's hook)."""
+        self.source: Optional["UnitGates"] = None
+        self.layer_ref: list = []
+
+    def begin_task(self, layer, task, learn_picks):
+        if HAT_PREV not in layer._buffers:
+            layer.register_buffer(HAT_PREV, torch.zeros(layer.weight.shape[0], device=layer.weight.device))
+        if str(task) not in layer.scores:
+            e = torch.randn(layer.weight.shape[0], device=layer.weight.device)  # the paper's N(0, 1)
+            layer.scores[str(task)] = nn.Parameter(e)
+        self.layer_ref = [layer]
+
+    def gate(self, layer, task: int, s: Optional[float] = None) -> torch.Tensor:
+        """``sigmoid(s * e_t)`` of the layer's output units (``s``: default the scale in use)."""
+        return torch.sigmoid((self.s if s is None else s) * layer.scores[str(task)])
+
+    def prev(self, layer) -> torch.Tensor:
+        return getattr(layer, HAT_PREV)
+
+    def training_weight(self, layer, task):
+        w = layer.weight
+        out_prev = self.prev(layer).view(-1, *([1] * (w.dim() - 1)))
+        if self.source is not None and self.source.layer_ref:
+            in_prev = self.prev(self.source.layer_ref[0]).view(1, -1, *([1] * (w.dim() - 2)))
+            factor = 1 - torch.minimum(out_prev, in_prev)
+        else:
+            factor = (1 - out_prev).expand_as(w)
+        return _ConditionedWeight.apply(w, factor.expand_as(w).contiguous(), layer.decay)
+
+    @torch.no_grad()
+    def end_task(self, layer, task):
+        self.prev(layer).copy_(torch.maximum(self.prev(layer), self.gate(layer, task, self.s_max)))
+        layer.scores[str(task)].requires_grad_(False)
+
+    def served_mask(self, layer, task):
+        rows, cols = layer.slice_for(task)
+        return torch.ones_like(layer.owner[rows, cols], dtype=torch.bool)
