@@ -134,6 +134,20 @@ class EngineMethod(Method):
         prune_lr = o.prune_lr if o.prune_lr is not None else 0.1 * self.trainer.config.lr
         return prune_lr, o.retrain_lr if o.retrain_lr is not None else prune_lr
 
+    def _task_parameters(self, task: int, norms: bool = True) -> list[torch.Tensor]:
+        """Task ``task``'s own parameters: its biases in every task-aware layer, its per-task
+        layers' (batch norms, PReLUs; with ``norms``) and its head's."""
+        own = [l.biases[str(task)] for _, l in weighted_layers(self.model) if str(task) in l.biases]
+        if norms:
+            own += [p for _, n in norm_layers(self.model) for p in n.norms[str(task)].parameters()]
+        return own + list(self.model.heads[str(task)].parameters())
+
+    def _per_task_bytes(self) -> int:
+        """Bytes of every task's biases, per-task layers (parameters and statistics) and heads."""
+        out = tensor_bytes(p for _, l in weighted_layers(self.model) for p in l.biases.values())
+        out += tensor_bytes(t for _, n in norm_layers(self.model) for t in list(n.norms.parameters()) + list(n.norms.buffers()))
+        return out + tensor_bytes(self.model.heads.parameters())
+
     def _scores(self, task: int) -> list[torch.Tensor]:
         return [l.scores[str(task)] for _, l in weighted_layers(self.model) if str(task) in l.scores]
 
@@ -144,9 +158,7 @@ class EngineMethod(Method):
         batch norms and head (no weight decay, as the reference); Adam over the task's pick scores
         when ``pick_lr`` is given."""
         shared = [l.weight for _, l in weighted_layers(self.model)]
-        per_task = [l.biases[str(task)] for _, l in weighted_layers(self.model) if str(task) in l.biases]
-        per_task += list(p for _, n in norm_layers(self.model) for p in n.norms[str(task)].parameters())
-        per_task += list(self.model.heads[str(task)].parameters())
+        per_task = self._task_parameters(task)
         opts: list[torch.optim.Optimizer] = [self.trainer.optimizer([{"params": shared}, {"params": per_task}], lr=lr,
                                                                     weight_decay=0.0)]
         scores = self._scores(task)
@@ -458,10 +470,7 @@ class EngineMethod(Method):
         for l in layers:
             for t in l.pick_tasks:
                 bits += int(((l.owner > 0) & (l.owner < t)).sum())
-        per_task = tensor_bytes(p for _, l in weighted_layers(self.model) for p in l.biases.values())
-        per_task += tensor_bytes(t for _, n in norm_layers(self.model) for t in
-                                 list(n.norms.parameters()) + list(n.norms.buffers()))
-        per_task += tensor_bytes(self.model.heads.parameters())
+        per_task = self._per_task_bytes()
         return {"model_size_bytes": in_use * 4 + math.ceil(bits / 8) + per_task,
                 "expansion_ratio": self.allocated_weights() / self.original_weights,
                 "released_ratio": free / self.original_weights}

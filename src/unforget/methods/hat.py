@@ -28,11 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from unforget.data.task import Task
-from unforget.layers import begin_task, end_task, norm_layers, weighted_layers
+from unforget.layers import begin_task, end_task, weighted_layers
 from unforget.layers.context import current_task
 from unforget.layers.convert import set_module
 from unforget.layers.policies import UnitGates
-from unforget.methods.base import register_method
+from unforget.methods.base import register_method, tensor_bytes
 from unforget.methods.engine import PolicyMethod
 from unforget.methods.units import chain_layers
 from unforget.training import Hook, TrainState
@@ -135,9 +135,7 @@ class HAT(PolicyMethod):
         begin_task(self.model, k, task.n_classes, claim_free=True, learn_picks=True, head=task.head)
         layers = [layer for _, layer in weighted_layers(self.model)]
         shared = [layer.weight for layer in layers]
-        per_task = [layer.biases[str(k)] for layer in layers if str(k) in layer.biases]
-        per_task += [p for _, n in norm_layers(self.model) for p in n.norms[str(k)].parameters()]
-        per_task += list(self.model.heads[str(k)].parameters())
+        per_task = self._task_parameters(k)
         per_task += [layer.scores[str(k)] for layer in layers]
         opts = [self.trainer.optimizer([{"params": shared}, {"params": per_task}], weight_decay=0.0)]
         hook = HATHook(layers, k, o)
@@ -158,11 +156,8 @@ class HAT(PolicyMethod):
         """Bytes to serve all tasks: every weight (float32; all are shared), the gates' embeddings
         of every task and unit, and the per-task biases, batch norms and heads."""
         layers = [layer for _, layer in weighted_layers(self.model)]
-        total = sum(p.numel() * p.element_size() for layer in layers for p in [layer.weight, *layer.scores.values(),
-                                                                             *layer.biases.values()])
-        total += sum(t.numel() * t.element_size() for _, n in norm_layers(self.model)
-                     for t in list(n.norms.parameters()) + list(n.norms.buffers()))
-        total += sum(p.numel() * p.element_size() for p in self.model.heads.parameters())
+        total = tensor_bytes(p for layer in layers for p in [layer.weight, *layer.scores.values()])
+        total += self._per_task_bytes()
         return {"model_size_bytes": total, "expansion_ratio": 1.0, "released_ratio": None}
 
 

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from unforget.data.task import Task
 from unforget.layers import begin_task, end_task, norm_layers, weighted_layers
 from unforget.layers.policies import Supermask
-from unforget.methods.base import register_method, tensor_bytes
+from unforget.methods.base import register_method
 from unforget.methods.engine import PolicyMethod
 
 
@@ -77,8 +77,7 @@ class SupSup(PolicyMethod):
             for p in n.norms[str(k)].parameters():
                 p.requires_grad_(False)
         scores = [layer.scores[str(k)] for layer in layers]
-        per_task = [layer.biases[str(k)] for layer in layers if str(k) in layer.biases]
-        per_task += list(self.model.heads[str(k)].parameters())
+        per_task = self._task_parameters(k, norms=False)
         opts = [torch.optim.Adam(scores, lr=o.score_lr, fused=True),
                 self.trainer.optimizer(per_task, weight_decay=0.0)]
         val, train_acc = self._fit(task, opts, self.trainer.config.epochs, "train",
@@ -98,11 +97,7 @@ class SupSup(PolicyMethod):
         layers = [layer for _, layer in weighted_layers(self.model)]
         n = self.allocated_weights()
         bits = n * (1 + len(self.learned))
-        per_task = tensor_bytes(p for layer in layers for p in layer.biases.values())
-        per_task += tensor_bytes(t for _, nl in norm_layers(self.model) for t in
-                                 list(nl.norms.parameters()) + list(nl.norms.buffers()))
-        per_task += tensor_bytes(self.model.heads.parameters())
-        return {"model_size_bytes": math.ceil(bits / 8) + 4 * len(layers) + per_task, "expansion_ratio": 1.0,
+        return {"model_size_bytes": math.ceil(bits / 8) + 4 * len(layers) + self._per_task_bytes(), "expansion_ratio": 1.0,
                 "released_ratio": None}
 
     def state(self):

@@ -29,7 +29,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from unforget.data.task import Task
-from unforget.layers import begin_task, end_task, norm_layers, weighted_layers
+from unforget.layers import begin_task, end_task, weighted_layers
 from unforget.layers.policies import WSN_SCORES, TopCapacity
 from unforget.methods.base import register_method
 from unforget.methods.compacting import own_counts
@@ -65,9 +65,7 @@ class WSN(PolicyMethod):
         o: WSNOptions = self.options
         layers = [layer for _, layer in weighted_layers(self.model)]
         shared = [layer.weight for layer in layers]
-        per_task = [layer.biases[str(task)] for layer in layers if str(task) in layer.biases]
-        per_task += [p for _, n in norm_layers(self.model) for p in n.norms[str(task)].parameters()]
-        per_task += list(self.model.heads[str(task)].parameters())
+        per_task = self._task_parameters(task)
         scores = [layer.scores[WSN_SCORES] for layer in layers]
         lr = self.trainer.config.lr
         return [self.trainer.optimizer([{"params": shared}, {"params": per_task},
