@@ -356,7 +356,7 @@ BAD_TASK = [
     ("numpy-bool", np.bool_(True), InputError, "bool"),
     ("float", 1.0, InputError, "got float 1.0"),
     ("string", "1", InputError, "got str '1'"),
-    ("none", None, InputError, "got NoneType"),
+    ("none", None, InputError, "needs the task id"),  # None asks for task-id inference (SupSup only)
     ("float-tensor", torch.tensor(1.0), InputError, "dtype torch.float32"),
     ("bool-tensor", torch.tensor(True), InputError, "dtype torch.bool"),
     ("1d-tensor", torch.tensor([1]), InputError, "shape (1,)"),
