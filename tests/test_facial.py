@@ -157,6 +157,12 @@ def test_pretrained_face_verification_is_tested_on_pairs_and_stays_exact(tmp_pat
     assert isinstance(task1.model.heads["1"], AngleLinear)
     assert torch.equal(task1.model.heads["1"].weight, head_in_out.t())
     assert res["bwt"] == 0.0
+    v = res["tasks"][-1]["verification"]["1"]
+    assert v["accuracy"] == want and len(v["fold_accuracies"]) == 2 and v["std"] == pytest.approx(
+        float(np.std(v["fold_accuracies"])))
+    from unforget.evaluation.report import markdown_report
+
+    assert "T1 (face_verification): verification protocol" in markdown_report(res)
 
 
 def _reference_cnn20(widths=(4, 8, 16, 32), emb=32, side=SIDE, classes=5, seed=0) -> dict:

@@ -223,7 +223,11 @@ class Learner:
             rec["capacity"] = {layer: c.get("used_share") for layer, c in cap.items()}
         given = {t.id: t for t in test_on if t.id < task.id}
         given[task.id] = task
+        self._verification: dict = {}
         self.R.append([self.test(given[j]) if j in given else None for j in range(1, task.id + 1)])
+        if self._verification:  # the verification protocol's spread too (the paper: mean +- std)
+            rec["verification"] = {str(j): {"accuracy": r.accuracy, "std": r.std, "fold_accuracies": r.fold_accuracies}
+                                   for j, r in self._verification.items()}
         if hasattr(self.method, "infer_task"):
             rec["task_inference"] = self.task_inference(list(given.values()))
         self.records.append(rec)
@@ -250,8 +254,10 @@ class Learner:
         if split == "test" and task.pairs is not None:  # face verification: the LFW protocol
             from unforget.evaluation.verification import evaluate_pairs
 
-            return evaluate_pairs(self.method.model_for(task.id), task, self.config.train.eval_batch_size,
-                                  self.method.device).accuracy
+            result = evaluate_pairs(self.method.model_for(task.id), task, self.config.train.eval_batch_size,
+                                    self.method.device)
+            self.__dict__.setdefault("_verification", {})[task.id] = result
+            return result.accuracy
         if isinstance(task, PretrainedTask) and len(getattr(task, split)) == 0:
             return task.given_accuracy
         return accuracy(self.method.model_for(task.id), task, split, self.config.train.eval_batch_size,

@@ -46,6 +46,9 @@ def markdown_report(results: dict) -> str:
               f"- wall time: {results.get('wall_time_s', 0):.1f} s"]
     if results.get("threads") is not None:
         lines.append(f"- torch threads: {results['threads']}")
+    for j, v in sorted(((results["tasks"][K - 1].get("verification") or {}) if K else {}).items(), key=lambda kv: int(kv[0])):
+        lines.append(f"- T{j} ({names[int(j) - 1]}): verification protocol {_pct(v['accuracy'])} +- {100 * v['std']:.2f} % "
+                     f"over {len(v['fold_accuracies'])} folds of pairs, after the last task")
     inference = (results["tasks"][K - 1].get("task_inference") or {}) if K else {}
     if inference.get("accuracy") is not None:
         lines.append(f"- task-id inference (one-shot, batches of {inference['batch_size']} test images of one task, "
