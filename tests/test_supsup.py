@@ -38,6 +38,10 @@ def test_supsup_learns_supermasks_over_fixed_signed_constant_weights():
         assert rec["used_share"] == pytest_approx(0.4)
     assert all(torch.equal(l.weight, w) for l, w in zip(layers, w0))  # the weights never train
     assert all((l.owner == 0).all() for l in layers)  # no task owns a weight
+    cap = m.capacity()
+    for c, l in zip(cap.values(), layers):
+        union = l.pick_mask(1) | l.pick_mask(2) | l.pick_mask(3)
+        assert c["used_share"] == float(union.float().mean()) and c["owned"]["2"] == int(l.pick_mask(2).sum())
     for j in range(3):
         assert torch.equal(m.logits(probe, j + 1), outs[j])
     masks = [l.pick_mask(1) for l in layers]

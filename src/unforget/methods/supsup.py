@@ -100,6 +100,19 @@ class SupSup(PolicyMethod):
         return {"model_size_bytes": math.ceil(bits / 8) + 4 * len(layers) + self._per_task_bytes(), "expansion_ratio": 1.0,
                 "released_ratio": None}
 
+    def capacity(self) -> dict:
+        """Per layer: allocated weights, the share in any task's supermask, and each task's mask
+        size under ``owned`` (no task owns a weight here: the masks overlap)."""
+        out = {}
+        for name, layer in weighted_layers(self.model):
+            masks = {t: layer.pick_mask(t) for t in self.learned}
+            union = torch.zeros_like(layer.owner, dtype=torch.bool)
+            for m in masks.values():
+                union |= m
+            out[name] = {"allocated": layer.weight.numel(), "used_share": float(union.float().mean()),
+                         "owned": {str(t): int(m.sum()) for t, m in masks.items()}}
+        return out
+
     def state(self):
         tensors, meta = super().state()
         meta["mask_policy"] = "supermask"
