@@ -305,13 +305,16 @@ class UnitGates(MaskPolicy):
 
     def training_weight(self, layer, task):
         w = layer.weight
-        out_prev = self.prev(layer).view(-1, *([1] * (w.dim() - 1)))
-        if self.source is not None and self.source.layer_ref:
-            in_prev = self.prev(self.source.layer_ref[0]).view(1, -1, *([1] * (w.dim() - 2)))
-            factor = 1 - torch.minimum(out_prev, in_prev)
-        else:
-            factor = (1 - out_prev).expand_as(w)
-        return _ConditionedWeight.apply(w, factor.expand_as(w).contiguous(), layer.decay)
+        key = ("hat_factor", task)
+        if key not in layer._cache:  # the earlier tasks' gates do not change while a task trains
+            out_prev = self.prev(layer).view(-1, *([1] * (w.dim() - 1)))
+            if self.source is not None and self.source.layer_ref:
+                in_prev = self.prev(self.source.layer_ref[0]).view(1, -1, *([1] * (w.dim() - 2)))
+                factor = 1 - torch.minimum(out_prev, in_prev)
+            else:
+                factor = 1 - out_prev
+            layer._cache[key] = factor.expand_as(w).contiguous()
+        return _ConditionedWeight.apply(w, layer._cache[key], layer.decay)
 
     @torch.no_grad()
     def end_task(self, layer, task):

@@ -534,5 +534,35 @@ class PolicyMethod(EngineMethod):
         self.expansion_level = 1.0
         self.goals = GoalSetter(self, "tolerance")  # never asked; kept for the engine's checkpoint state
 
+    claim_free = True
+    """Whether a task claims the free weights when it begins (SupSup's weights belong to no task)."""
+
     def prepare_layer(self, layer) -> None:
         raise NotImplementedError
+
+    def task_optimizers(self, task: int) -> list[torch.optim.Optimizer]:
+        """The optimizers that train task ``task`` (its scores, weights, biases, norms, head)."""
+        raise NotImplementedError
+
+    def task_hooks(self, task: int) -> tuple:
+        """Training hooks of task ``task`` (none by default)."""
+        return ()
+
+    def task_record(self, task: int, val: float, train_acc: float, claimed: int) -> dict:
+        """The method's own entries of task ``task``'s record (after it ended)."""
+        return {}
+
+    def learn(self, task: Task) -> dict:
+        """One task: begin it (the policy creates what it learns), train it with the subclass's
+        optimizers and hooks for ``train.epochs``, end it (the policy freezes it)."""
+        k = task.id
+        begin_task(self.model, k, task.n_classes, claim_free=self.claim_free, learn_picks=True, head=task.head)
+        claimed = sum(own_counts(self.model, k).values())
+        opts = self.task_optimizers(k)
+        val, train_acc = self._fit(task, opts, self.trainer.config.epochs, "train",
+                                   schedule=self.trainer.schedulers(opts), hooks=self.task_hooks(k))
+        end_task(self.model, k)
+        self.learned.append(k)
+        return {"val_accuracy": val, "train_accuracy": train_acc, "accuracy_goal": None, "pruning_ratio": None,
+                **self.task_record(k, val, train_acc, claimed), "network_epochs": self.trainer.config.epochs,
+                "width": 1.0}

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from unforget.data.task import Task
-from unforget.layers import begin_task, end_task, weighted_layers
+from unforget.layers import weighted_layers
 from unforget.layers.context import current_task
 from unforget.layers.convert import set_module
 from unforget.layers.policies import UnitGates
@@ -128,29 +128,32 @@ class HAT(PolicyMethod):
     def prepare_layer(self, layer) -> None:
         layer.policy = UnitGates(self.options.s_max)
 
-    def learn(self, task: Task) -> dict:
-        """Serra et al. 2018 for one task (module doc)."""
-        o: HATOptions = self.options
-        k = task.id
-        begin_task(self.model, k, task.n_classes, claim_free=True, learn_picks=True, head=task.head)
+    def task_optimizers(self, task: int) -> list[torch.optim.Optimizer]:
+        """One SGD (the configured optimizer) over every shared weight (gradients conditioned by
+        the layers) and task ``task``'s biases, norms, head and gate embeddings."""
         layers = [layer for _, layer in weighted_layers(self.model)]
-        shared = [layer.weight for layer in layers]
-        per_task = self._task_parameters(k)
-        per_task += [layer.scores[str(k)] for layer in layers]
-        opts = [self.trainer.optimizer([{"params": shared}, {"params": per_task}], weight_decay=0.0)]
-        hook = HATHook(layers, k, o)
+        per_task = self._task_parameters(task) + [layer.scores[str(task)] for layer in layers]
+        return [self.trainer.optimizer([{"params": [layer.weight for layer in layers]}, {"params": per_task}],
+                                       weight_decay=0.0)]
+
+    def task_hooks(self, task: int) -> tuple:
+        self._hook = HATHook([layer for _, layer in weighted_layers(self.model)], task, self.options)
+        return (self._hook,)
+
+    def learn(self, task: Task) -> dict:
+        """Serra et al. 2018 for one task (module doc); the gates are back at ``s_max`` afterwards,
+        also when training fails."""
         try:
-            val, train_acc = self._fit(task, opts, self.trainer.config.epochs, "train",
-                                       schedule=self.trainer.schedulers(opts), hooks=(hook,))
+            return super().learn(task)
         finally:
-            hook.after_task(None)
-        end_task(self.model, k)
-        self.learned.append(k)
-        gates = torch.cat([layer.policy.gate(layer, k, o.s_max).detach() for layer in layers])
+            self._hook.after_task(None)
+
+    def task_record(self, task: int, val: float, train_acc: float, claimed: int) -> dict:
+        layers = [layer for _, layer in weighted_layers(self.model)]
+        gates = torch.cat([layer.policy.gate(layer, task, self.options.s_max).detach() for layer in layers])
         used = torch.cat([layer.policy.prev(layer) for layer in layers])
-        return {"val_accuracy": val, "train_accuracy": train_acc, "accuracy_goal": None, "pruning_ratio": None,
-                "units_open": float((gates > 0.5).float().mean()), "units_used_so_far": float((used > 0.5).float().mean()),
-                "network_epochs": self.trainer.config.epochs, "width": 1.0}
+        return {"units_open": float((gates > 0.5).float().mean()),
+                "units_used_so_far": float((used > 0.5).float().mean())}
 
     def size(self) -> dict:
         """Bytes to serve all tasks: every weight (float32; all are shared), the gates' embeddings

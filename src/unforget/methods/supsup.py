@@ -27,8 +27,7 @@ import math
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from unforget.data.task import Task
-from unforget.layers import begin_task, end_task, norm_layers, weighted_layers
+from unforget.layers import norm_layers, weighted_layers
 from unforget.layers.policies import Supermask
 from unforget.methods.base import register_method
 from unforget.methods.engine import PolicyMethod
@@ -65,29 +64,24 @@ class SupSup(PolicyMethod):
         layer.weight.requires_grad_(False)
         layer.policy = Supermask(self.options.density)
 
-    def learn(self, task: Task) -> dict:
-        """Learn task ``task.id``'s supermask, biases and head (module doc)."""
-        o: SupSupOptions = self.options
-        k = task.id
-        begin_task(self.model, k, task.n_classes, claim_free=False, learn_picks=True, head=task.head)
+    claim_free = False  # the fixed weights belong to no task
+
+    def task_optimizers(self, task: int) -> list[torch.optim.Optimizer]:
+        """Adam over task ``task``'s scores; its biases and head with the configured optimizer;
+        the weights and the per-task norms' affine parameters stay fixed (module doc)."""
         layers = [layer for _, layer in weighted_layers(self.model)]
         for layer in layers:
             layer.weight.requires_grad_(False)
         for _, n in norm_layers(self.model):  # non-affine: statistics only
-            for p in n.norms[str(k)].parameters():
+            for p in n.norms[str(task)].parameters():
                 p.requires_grad_(False)
-        scores = [layer.scores[str(k)] for layer in layers]
-        per_task = self._task_parameters(k, norms=False)
-        opts = [torch.optim.Adam(scores, lr=o.score_lr, fused=True),
-                self.trainer.optimizer(per_task, weight_decay=0.0)]
-        val, train_acc = self._fit(task, opts, self.trainer.config.epochs, "train",
-                                   schedule=self.trainer.schedulers(opts))
-        end_task(self.model, k)
-        self.learned.append(k)
-        used = sum(int(layer.task_mask(k).sum()) for layer in layers)
-        return {"val_accuracy": val, "train_accuracy": train_acc, "accuracy_goal": None, "pruning_ratio": None,
-                "density": o.density, "used_share": used / self.allocated_weights(),
-                "network_epochs": self.trainer.config.epochs, "width": 1.0}
+        scores = [layer.scores[str(task)] for layer in layers]
+        return [torch.optim.Adam(scores, lr=self.options.score_lr, fused=True),
+                self.trainer.optimizer(self._task_parameters(task, norms=False), weight_decay=0.0)]
+
+    def task_record(self, task: int, val: float, train_acc: float, claimed: int) -> dict:
+        used = sum(int(layer.task_mask(task).sum()) for _, layer in weighted_layers(self.model))
+        return {"density": self.options.density, "used_share": used / self.allocated_weights()}
 
     def size(self) -> dict:
         """Bytes to serve all tasks: the fixed weights as one sign bit each (plus one float per

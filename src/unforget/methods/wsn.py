@@ -28,11 +28,9 @@ from typing import Optional
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from unforget.data.task import Task
-from unforget.layers import begin_task, end_task, weighted_layers
+from unforget.layers import weighted_layers
 from unforget.layers.policies import WSN_SCORES, TopCapacity
 from unforget.methods.base import register_method
-from unforget.methods.compacting import own_counts
 from unforget.methods.engine import PolicyMethod
 
 
@@ -58,7 +56,7 @@ class WSN(PolicyMethod):
     def prepare_layer(self, layer) -> None:
         layer.policy = TopCapacity(self.options.capacity)
 
-    def _wsn_optimizers(self, task: int) -> list[torch.optim.Optimizer]:
+    def task_optimizers(self, task: int) -> list[torch.optim.Optimizer]:
         """One SGD (the configured optimizer) over the shared weights (the layer folds weight
         decay into the trainable ones' gradient), the task's biases, batch norms and head, and the
         shared scores (no decay), as the official code trains all of them together."""
@@ -71,21 +69,10 @@ class WSN(PolicyMethod):
         return [self.trainer.optimizer([{"params": shared}, {"params": per_task},
                                         {"params": scores, "lr": o.score_lr or lr}], weight_decay=0.0)]
 
-    def learn(self, task: Task) -> dict:
-        """Kang et al. 2022, Alg. 1 for one task (module doc, steps 1-3)."""
-        o: WSNOptions = self.options
-        k = task.id
-        begin_task(self.model, k, task.n_classes, claim_free=True, learn_picks=False, head=task.head)
-        claimed = sum(own_counts(self.model, k).values())
-        opts = self._wsn_optimizers(k)
-        val, train_acc = self._fit(task, opts, self.trainer.config.epochs, "train",
-                                   schedule=self.trainer.schedulers(opts))
-        end_task(self.model, k)
-        self.learned.append(k)
-        weights = {"claimed": claimed, **self._weights_of(k)}
+    def task_record(self, task: int, val: float, train_acc: float, claimed: int) -> dict:
+        """Kang et al. 2022, Alg. 1 for one task (module doc, steps 1-3): what it used and kept."""
+        weights = {"claimed": claimed, **self._weights_of(task)}
         weights["released"] = claimed - weights["kept"]
-        used = sum(int(layer.task_mask(k).sum()) for _, layer in weighted_layers(self.model))
-        return {"val_accuracy": val, "train_accuracy": train_acc, "accuracy_goal": None, "pruning_ratio": None,
-                "capacity_c": o.capacity, "used_share": used / self.allocated_weights(), "weights": weights,
-                "network_epochs": self.trainer.config.epochs, "width": 1.0,
-                "widths": {n: g.width(k) for n, g in self.model.groups.items()}}
+        used = sum(int(layer.task_mask(task).sum()) for _, layer in weighted_layers(self.model))
+        return {"capacity_c": self.options.capacity, "used_share": used / self.allocated_weights(), "weights": weights,
+                "widths": {n: g.width(task) for n, g in self.model.groups.items()}}
