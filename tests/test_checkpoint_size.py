@@ -1,6 +1,6 @@
 """Issue 11, "Store what the report claims": the checkpoint file is within 5 % of the reported
-model size (pick masks as bits over the weights they can pick, owners in ceil(log2(K+1)) bits,
-no values for free weights), and reloading it gives every task's logits bit for bit."""
+model size (pick masks as bits over the weights they can pick, owners in ceil(log2(K+1)) bits or
+both entropy coded together, no values for free weights), and reloading it gives every task's logits bit for bit."""
 from __future__ import annotations
 
 import json
@@ -80,9 +80,13 @@ def test_codec_is_lossless_on_awkward_tensors():
     w.view(-1)[7] = float("nan")
     prior3 = (owner > 0) & (owner < 3)
     rows = torch.randint(0, 6, (50,), generator=g, dtype=torch.int16)
+    owner8 = torch.randint(0, 8, (60, 50), generator=g, dtype=torch.int16)
     tensors = {
         "a.owner": owner, "a.weight": w, "a.pick_3": prior3 & (torch.rand(owner.shape, generator=g) < 0.5),
-        "a.pick_2": (owner == 1) | (owner == 3),  # outside what task 2 can pick: kept as plain bits
+        "a.pick_2": (owner == 1) | (owner == 3),  # outside what task 2 can pick, but a function of the owner
+        # owners and picks with no joint structure: the entropy coder cannot beat bit planes
+        "e.owner": owner8, "e.pick_5": ((owner8 > 0) & (owner8 < 5)) & (torch.rand(owner8.shape, generator=g) < 0.5),
+        "e.pick_2": torch.rand(owner8.shape, generator=g) < 0.5,  # outside what task 2 can pick: plain bits
         "b.owner": rows.unsqueeze(1).expand(50, 70).contiguous(),  # one owner per unit (CLNP)
         "b.weight": torch.randn(50, 70, generator=g),  # free units with non-zero weights: kept
         "c.owner": torch.tensor([[0, -1] * 40]),  # negative: stored as it is
@@ -95,11 +99,46 @@ def test_codec_is_lossless_on_awkward_tensors():
     }
     stored, specs = encode(tensors)
     assert {"a.owner", "a.weight", "a.pick_3", "a.pick_2", "b.owner", "h.weight", "bf", "flags", "steps"} <= set(specs)
-    assert specs["a.pick_3"]["codec"] == "pick" and specs["a.pick_2"]["codec"] == "bool"
+    # a.pick_2 follows from a.owner: coded jointly, the masks take fewer bytes than bit planes
+    assert specs["a.owner"]["codec"] == "masks" and specs["a.owner"]["picks"] == ["a.pick_2", "a.pick_3"]
+    assert specs["a.pick_3"]["codec"] == specs["a.pick_2"]["codec"] == "masked"
+    planes = 2 * ((40 * 30 * 3 + 7) // 8) + (40 * 30 * 3 + 7) // 8  # 2 bits per owner, 1 per a.pick_2 entry
+    assert stored["a.owner#data"].numel() + stored["a.owner#table"].numel() * 4 < planes
+    assert specs["e.owner"]["codec"] == "uint" and specs["e.pick_5"]["codec"] == "pick" and specs["e.pick_2"]["codec"] == "bool"
+    assert stored["e.owner#planes"].numel() == 3 * ((60 * 50 + 7) // 8)  # 3 bits per owner
     assert specs["b.owner"]["rows"] and not {"c.owner", "x#y", "x", "z", "z#mask"} & set(specs)
-    assert stored["a.owner#planes"].numel() == 2 * ((40 * 30 * 3 + 7) // 8)  # 2 bits per owner
     assert stored["h.weight#values"].numel() == 5 * 40
     _same(decode(stored, specs), tensors)
+
+
+def test_entropy_coded_masks_round_trip_and_damage_is_caught(tmp_path):
+    """WSN's storage (Kang et al. 2022, Sec. 3.3): each weight's masks of all tasks as one symbol,
+    entropy coded; a WSN-like layer (tasks reuse a few shared weights) takes far fewer bytes than
+    one bit plane per owner bit and one bit per pick, and a damaged stream does not decode."""
+    g = torch.Generator().manual_seed(1)
+    owner = torch.zeros(200, 300, dtype=torch.int16)
+    for t in range(1, 6):  # each task claims 5 % of the still free weights, picks from task 1's
+        free = (owner == 0) & (torch.rand(owner.shape, generator=g) < 0.05)
+        owner[free] = t
+    tensors = {"l.owner": owner}
+    for t in range(2, 6):
+        tensors[f"l.pick_{t}"] = (owner == 1) & (torch.rand(owner.shape, generator=g) < 0.9)
+    stored, specs = encode(tensors)
+    assert specs["l.owner"]["codec"] == "masks"
+    _same(decode(stored, specs), tensors)
+    bits = 3 * owner.numel() + sum(int(((owner > 0) & (owner < t)).sum()) for t in range(2, 6))
+    from unforget.storage import stored_bytes
+    assert stored_bytes(tensors) == sum(v.numel() * v.element_size() for v in stored.values()) < 0.6 * bits / 8
+    p = save_checkpoint(tmp_path / "m.safetensors", tensors, {})
+    _same(load_checkpoint(p)[0], tensors)
+    bad = dict(stored)
+    bad["l.owner#data"] = bad["l.owner#data"].clone()
+    bad["l.owner#data"][len(bad["l.owner#data"]) // 2] ^= 0xFF
+    text = json.dumps(specs)
+    save_file(bad, str(p), metadata={META_KEY: "{}", STORAGE_KEY: text, DIGEST_KEY: digest("{}", bad, text)})
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(p)
+    assert "does not decode" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_checkpoint_without_storage_description_still_loads(tmp_path):

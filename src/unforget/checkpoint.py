@@ -3,8 +3,9 @@ load), the JSON metadata in the file's header, and a SHA-256 digest of both that
 every load; written atomically (temporary file + rename).
 
 Tensors are stored compactly and losslessly (:mod:`unforget.storage`): pick masks as bits over
-the weights they can pick, owners in ``ceil(log2(K + 1))`` bits, no values for free weights, so
-that the file holds what the reported model size counts. How each stored tensor is rebuilt is
+the weights they can pick, owners in ``ceil(log2(K + 1))`` bits -- or a layer's owners and pick
+masks entropy coded together when that is smaller -- no values for free weights, so that the
+file holds what the reported model size counts. How each stored tensor is rebuilt is
 described in the header (:data:`STORAGE_KEY`); the digest covers the metadata, that description
 and the tensors as stored. Files without the description (written before compact storage) hold
 every tensor plainly and still load."""

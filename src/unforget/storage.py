@@ -9,12 +9,22 @@ their own name; an encoded tensor ``x`` is stored as parts ``x#<part>``. Encodin
 ``uint``
     An integer tensor with values in ``0 .. 2**b - 1`` (a layer's ``owner``: 0 free, t the task
     that keeps the weight) as ``b = bit_length(max)`` bit planes, each bit-packed: ``b`` bits per
-    entry, the ``ceil(log2(K + 1))`` bits the report counts. When every row (index along dim 0)
+    entry (``ceil(log2(K + 1))`` bits for K tasks). When every row (index along dim 0)
     holds one value (CLNP claims and releases whole units) only one value per row is stored.
 ``pick``
     A ``bool`` pick mask ``<layer>.pick_<t>`` whose true entries all lie where task ``t`` can pick
     (``0 < owner < t`` in ``<layer>.owner``): only those entries, one bit each, in row-major
     order. A mask that is true elsewhere (never written by unforget) is stored as ``bool``.
+``masks``
+    A layer's ``owner`` together with all its pick masks ``<layer>.pick_<t>`` (of its shape; none
+    for PackNet), as
+    the paper of WSN stores its task masks (Kang et al. 2022, Sec. 3.3: each weight's masks of
+    all tasks as one N-bit code, entropy coded): every weight's tuple ``(owner, pick_t1, pick_t2,
+    ...)`` is one symbol, the distinct tuples are stored as a table (``int32``, one row per
+    symbol) and the weights' symbols (``uint8``; ``int32`` beyond 256 distinct tuples, row-major)
+    compressed with bzip2 (Python's ``bz2``: Burrows-Wheeler transform, move-to-front, Huffman
+    coding). The pick masks are then described as ``masked`` (stored in their owner's
+    ``masks``). Used when it stores fewer bytes than ``uint`` and ``pick`` would.
 ``bool``
     Any other ``bool`` tensor, bit-packed (one bit per entry).
 ``support``
@@ -33,6 +43,7 @@ An encoding is used only when it saves at least :data:`MIN_SAVING` bytes.
 """
 from __future__ import annotations
 
+import bz2
 import math
 import re
 from typing import Optional
@@ -143,6 +154,55 @@ def _enc_pick(name: str, t: torch.Tensor, tensors):
     return {"codec": "pick", "owner": owner, "task": int(m.group(2))}, {"bits": pack_bits(t[covered])}
 
 
+def _enc_masks(name: str, tensors, picks: list[str]):
+    """The ``masks`` encoding of owner tensor ``name`` and its pick masks ``picks``."""
+    cols = [tensors[name].reshape(-1).to(torch.int64)] + [tensors[p].reshape(-1).to(torch.int64) for p in picks]
+    table, symbols = torch.unique(torch.stack(cols, 1), dim=0, return_inverse=True)
+    if int(table.max()) > torch.iinfo(torch.int32).max:
+        return None
+    sym_dtype = torch.uint8 if table.shape[0] <= 256 else torch.int32
+    data = bz2.compress(symbols.to(sym_dtype).numpy().tobytes(), 9)
+    return ({"codec": "masks", "coder": "bz2", "symbols": str(sym_dtype).removeprefix("torch."), "picks": picks},
+            {"table": table.to(torch.int32), "data": torch.frombuffer(bytearray(data), dtype=torch.uint8)})
+
+
+def _mask_groups(tensors) -> dict[str, list[str]]:
+    """Owner tensor name -> the names of its pick masks (sorted by task), for every non-negative
+    integer ``<layer>.owner`` with at least one entry."""
+    groups: dict[str, list[tuple[int, str]]] = {}
+    for name, t in tensors.items():
+        if SEP in name:
+            continue
+        m = PICK_NAME.match(name)
+        if m and t.dtype == torch.bool:
+            owner = _owner_of(name, tensors, t.shape)
+            if owner is not None and tensors[owner].numel():
+                groups.setdefault(owner, []).append((int(m.group(2)), name))
+        elif name.endswith(".owner") and _owner_of(name, tensors, t.shape) == name and t.numel():
+            groups.setdefault(name, [])
+    return {o: [n for _, n in sorted(ps)] for o, ps in groups.items()}
+
+
+def _encode_one(name: str, t: torch.Tensor, tensors):
+    """The encoding :func:`encode` would give ``t`` on its own (``(spec, parts)``), or ``None``
+    to store it as it is."""
+    if SEP in name or t.dtype not in _DTYPES.values():
+        return None
+    if t.dtype == torch.bool:
+        enc = _enc_pick(name, t, tensors) or ({"codec": "bool"}, {"bits": pack_bits(t)})
+    elif t.dtype.is_floating_point:
+        enc = _enc_support(name, t, tensors)
+    else:
+        enc = _enc_uint(t)
+    if enc is not None and sum(map(_nbytes, enc[1].values())) + MIN_SAVING <= _nbytes(t):
+        return enc
+    return None
+
+
+def _stored(enc, t: torch.Tensor) -> int:
+    return _nbytes(t) if enc is None else sum(map(_nbytes, enc[1].values()))
+
+
 def _enc_support(name: str, t: torch.Tensor, tensors):
     if t.dim() < 2 or t.shape[0] == 0 or t.numel() == 0:
         return None
@@ -169,25 +229,31 @@ def encode(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], d
     stored: dict[str, torch.Tensor] = {}
     specs: dict[str, dict] = {}
     taken = {n.rpartition(SEP)[0] for n in tensors if SEP in n}  # "x" stays plain beside an "x#..."
+    chosen = {n: _encode_one(n, t, tensors) for n, t in tensors.items() if n not in taken}
+    for owner, picks in _mask_groups(tensors).items():
+        if owner in taken or any(p in taken for p in picks):
+            continue
+        enc = _enc_masks(owner, tensors, picks)
+        alone = sum(_stored(chosen[n], tensors[n]) for n in [owner, *picks])
+        if enc is not None and sum(map(_nbytes, enc[1].values())) + MIN_SAVING <= alone:
+            chosen[owner] = enc
+            for p in picks:
+                chosen[p] = ({"codec": "masked", "owner": owner}, {})
     for name in sorted(tensors):
-        t = tensors[name]
-        enc = None
-        if SEP not in name and name not in taken and t.dtype in _DTYPES.values():
-            if t.dtype == torch.bool:
-                enc = _enc_pick(name, t, tensors) or ({"codec": "bool"}, {"bits": pack_bits(t)})
-            elif t.dtype.is_floating_point:
-                enc = _enc_support(name, t, tensors)
-            else:
-                enc = _enc_uint(t)
-        if enc is not None:
-            spec, parts = enc
-            parts = {f"{name}{SEP}{p}": v.contiguous() for p, v in parts.items()}
-            if sum(map(_nbytes, parts.values())) + MIN_SAVING <= _nbytes(t):
-                specs[name] = {**spec, "dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
-                stored.update(parts)
-                continue
-        stored[name] = t
+        t, enc = tensors[name], chosen.get(name)
+        if enc is None:
+            stored[name] = t
+            continue
+        spec, parts = enc
+        specs[name] = {**spec, "dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
+        stored.update({f"{name}{SEP}{p}": v.contiguous() for p, v in parts.items()})
     return stored, specs
+
+
+def stored_bytes(tensors: dict[str, torch.Tensor]) -> int:
+    """Bytes :func:`encode` stores for ``tensors`` (the tensor data, not the descriptions): what a
+    method's reported model size counts for them, so that report and file agree (issue 11)."""
+    return sum(map(_nbytes, encode(tensors)[0].values()))
 
 
 # ---------------------------------------------------------------------- decoders
@@ -261,8 +327,37 @@ def _dec_support(name, spec, stored, out):
     return w.reshape(shape)
 
 
-_DECODERS = {"uint": _dec_uint, "bool": _dec_bool, "pick": _dec_pick, "support": _dec_support}
-_DEPENDENT = ("pick", "support")  # read a decoded owner tensor
+def _dec_masks(name, spec, stored, out):
+    shape, picks = _shape(spec["shape"]), spec["picks"]
+    if spec.get("coder") != "bz2" or spec.get("symbols") not in ("uint8", "int32") or not isinstance(picks, list):
+        raise EncodingError(f"{name}: bad masks description")
+    table = _part(stored, name, "table")
+    n = math.prod(shape)
+    if table.dim() != 2 or table.shape[1] != 1 + len(picks) or table.dtype != torch.int32:
+        raise EncodingError(f"{name}: a table of {1 + len(picks)} columns expected, found {tuple(table.shape)}")
+    try:
+        raw = bz2.decompress(_part(stored, name, "data").numpy().tobytes())
+    except (OSError, ValueError):
+        raise EncodingError(f"{name}: the compressed masks do not decompress") from None
+    symbols = torch.frombuffer(bytearray(raw), dtype=_dtype(spec["symbols"])).to(torch.int64) if raw else \
+        torch.zeros(0, dtype=torch.int64)
+    if symbols.numel() != n or (n and (int(symbols.min()) < 0 or int(symbols.max()) >= table.shape[0])):
+        raise EncodingError(f"{name}: {symbols.numel()} mask symbols for {n} weights")
+    rows = table.to(torch.int64)[symbols]
+    for i, p in enumerate(picks):
+        out[p] = rows[:, 1 + i].bool().reshape(shape)
+    return rows[:, 0].reshape(shape).to(_dtype(spec["dtype"]))
+
+
+def _dec_masked(name, spec, stored, out):
+    if name not in out or spec.get("owner") not in out:
+        raise EncodingError(f"{name}: not among the masks of {spec.get('owner')!r}")
+    return out[name]
+
+
+_DECODERS = {"uint": _dec_uint, "bool": _dec_bool, "pick": _dec_pick, "support": _dec_support,
+             "masks": _dec_masks, "masked": _dec_masked}
+_DEPENDENT = ("pick", "support", "masked")  # read a decoded owner tensor
 
 
 def decode(stored: dict[str, torch.Tensor], specs: dict[str, dict]) -> dict[str, torch.Tensor]:

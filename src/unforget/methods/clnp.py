@@ -67,6 +67,7 @@ from unforget.methods.base import Method, register_method, tensor_bytes
 from unforget.methods.graceful import search_thresholds, select_sparsest, threshold_candidates
 from unforget.methods.units import (GradMask, chain_layers, column_mask, mean_activity,
                                     reinit_released_rows, row_mask, unit_owner)
+from unforget.storage import stored_bytes
 from unforget.training import Hook, TrainState
 
 Coefficients = Union[float, list[float]]
@@ -441,15 +442,14 @@ class CLNP(Method):
     def size(self) -> dict:
         """Bytes to serve all tasks: the weights in use (rows of active units, columns of units
         active for the same or earlier tasks; float32), each unit's owner task
-        (``ceil(log2(K+1))`` bits), per-task biases and batch norms, and the heads (only the
+        (``ceil(log2(K+1))`` bits, as the checkpoint stores it: :func:`unforget.storage.stored_bytes`), per-task biases and batch norms, and the heads (only the
         columns of the last-hidden units a task reads: its own for a single head, those of it and
         earlier tasks for multi heads; the others are zero). The network never grows: expansion
         1.0; Red. = free weights / all weights."""
         K = max(self.learned, default=0)
-        used, units = 0, 0
+        used = 0
         for ul in self.chain:
             rows = unit_owner(ul.layer).long().cpu()
-            units += ul.units
             per_col = math.prod(ul.layer.weight.shape[2:])
             if ul.source is None:
                 cols_le = torch.full((K + 1,), ul.layer.weight.shape[1])
@@ -471,9 +471,9 @@ class CLNP(Method):
                 for k, h in self.model.heads.items())
         else:
             per_task += tensor_bytes(self.model.heads.parameters())
-        bits = units * max(1, math.ceil(math.log2(K + 1)))
+        owners = sum(stored_bytes({"l.owner": ul.layer.owner.cpu()}) for ul in self.chain)
         free = sum(int((ul.layer.owner == 0).sum()) for ul in self.chain)
-        return {"model_size_bytes": used * 4 + math.ceil(bits / 8) + per_task, "expansion_ratio": 1.0,
+        return {"model_size_bytes": used * 4 + owners + per_task, "expansion_ratio": 1.0,
                 "released_ratio": free / self.total_weights}
 
     def capacity(self) -> dict:

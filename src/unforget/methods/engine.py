@@ -42,6 +42,7 @@ from unforget.layers import (SCORE_INIT, begin_task, end_task, grow_group, norm_
 from unforget.methods.base import Method, tensor_bytes
 from unforget.methods.compacting import GradualPruning, own_counts, prune_own, ratio_ladder, reserve_ratio
 from unforget.methods.goals import GoalSetter, GoalSource
+from unforget.storage import stored_bytes
 
 
 class EngineOptions(BaseModel):
@@ -458,20 +459,19 @@ class EngineMethod(Method):
         return self.model
 
     def size(self) -> dict:
-        """Bytes to serve all tasks: weights in use (float32), the owner index of every
-        allocated weight (ceil(log2(K+1)) bits), learned pick masks as bits over the earlier
-        weights they cover, per-task biases, batch norms and heads. Exp. = allocated weights /
-        original weights (the paper's expansion); Red. = free (released) weights / original."""
+        """Bytes to serve all tasks: weights in use (float32), the task masks as the checkpoint
+        stores them (:func:`unforget.storage.stored_bytes` of each layer's owner indices and
+        learned pick masks: bit-packed, ceil(log2(K+1)) bits per allocated weight plus one bit
+        per earlier weight a pick mask covers, or entropy-coded when that is smaller), per-task
+        biases, batch norms and heads. Exp. = allocated weights / original weights (the paper's
+        expansion); Red. = free (released) weights / original."""
         layers = [l for _, l in weighted_layers(self.model)]
-        K = max(self.learned, default=0)
         in_use = sum(int((l.owner > 0).sum()) for l in layers)
         free = sum(int((l.owner == 0).sum()) for l in layers)
-        bits = self.allocated_weights() * max(1, math.ceil(math.log2(K + 1)))
-        for l in layers:
-            for t in l.pick_tasks:
-                bits += int(((l.owner > 0) & (l.owner < t)).sum())
+        masks = sum(stored_bytes({"l.owner": l.owner.cpu(), **{f"l.pick_{t}": l.pick_mask(t).cpu() for t in l.pick_tasks}})
+                    for l in layers)
         per_task = self._per_task_bytes()
-        return {"model_size_bytes": in_use * 4 + math.ceil(bits / 8) + per_task,
+        return {"model_size_bytes": in_use * 4 + masks + per_task,
                 "expansion_ratio": self.allocated_weights() / self.original_weights,
                 "released_ratio": free / self.original_weights}
 

@@ -17,9 +17,10 @@ One task t:
 No growth and no compacting: the capacity bounds each task. Not in the paper's code: per-task
 biases, batch norms and heads (exact, as every engine method), and weight decay folded into the
 gradient of the task's trainable weights (``train.weight_decay``; 0 gives the reference's plain
-SGD). The SoftNet variant and the compressed (Huffman) storage of the per-task masks are not
-implemented: the reported mask bits are the engine's (an owner index per weight plus one bit per
-earlier weight per task).
+SGD). The task masks are stored as the paper stores them (Sec. 3.3): each weight's masks of all
+tasks as one code, entropy coded (bzip2, whose last stage is Huffman coding; the ``masks``
+encoding of :mod:`unforget.storage`), and the reported model size counts exactly those bytes.
+The SoftNet variant is not implemented.
 """
 from __future__ import annotations
 
