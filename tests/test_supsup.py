@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from synthetic import gaussian_benchmark
@@ -13,10 +14,11 @@ from unforget.learner import Learner
 from unforget.runner import build_method, run
 
 
-def _cfg(density=0.4, epochs=3, model="mlp", width=0.03):
+def _cfg(density=0.4, epochs=3, model="mlp", width=0.03, inference="one-shot"):
     return RunConfig.model_validate({"method": "supsup", "model": {"name": model, "width": width},
                                      "train": {"epochs": epochs, "batch_size": 16, "lr": 0.05},
-                                     "methods": {"supsup": {"density": density, "score_lr": 0.01}}})
+                                     "methods": {"supsup": {"density": density, "score_lr": 0.01,
+                                                            "inference": inference}}})
 
 
 def test_supsup_learns_supermasks_over_fixed_signed_constant_weights():
@@ -97,7 +99,25 @@ def test_one_shot_task_inference_finds_the_task_of_a_batch(tmp_path):
     assert int(torch.argmin(g)) + 1 == 2
 
 
+def test_min_entropy_inference_picks_the_most_confident_task_model():
+    bench = gaussian_benchmark(3, 3, 12, 96, seed=12)
+    res = run(_cfg(0.5, epochs=6, inference="min-entropy"), benchmark=bench, progress=False)
+    inf = res["tasks"][-1]["task_inference"]
+    assert inf["rule"] == "min-entropy" and inf["accuracy"] == 1.0, inf
+    m = res["_learner"].method
+    x = bench.tasks[2].transform(bench.tasks[2].test.x[:40])
+    ent = []
+    for t in (1, 2, 3):  # the rule itself: each task's own model, lowest mean entropy / log C
+        p = m.logits(x, t).softmax(-1)
+        ent.append(float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean()) / math.log(3))
+    t, logits = m.infer_task(x)
+    assert t == 1 + ent.index(min(ent)) and torch.equal(logits, m.logits(x, t))
+    with pytest.raises(ValueError, match="unknown task-inference rule"):
+        m.infer_task(x, "oracle")
+
+
 def test_task_inference_needs_heads_of_one_size():
+    """The one-shot rule superposes the heads, so they must have one size; min-entropy does not."""
     import dataclasses
 
     bench = gaussian_benchmark(2, 3, 12, 32, seed=1)
@@ -108,3 +128,5 @@ def test_task_inference_needs_heads_of_one_size():
         setattr(bench.tasks[1], split, type(s)(s.x[keep], s.y[keep]))
     res = run(_cfg(0.5, epochs=1), benchmark=bench, progress=False)
     assert "same number of classes" in res["tasks"][-1]["task_inference"]["error"]
+    res = run(_cfg(0.5, epochs=1, inference="min-entropy"), benchmark=bench, progress=False)
+    assert res["tasks"][-1]["task_inference"]["accuracy"] is not None

@@ -265,8 +265,9 @@ class Learner:
 
     def task_inference(self, tasks: Sequence[Task], batch_size: int = 128) -> dict:
         """Share of test batches (``batch_size`` images of one task, in order) whose task id the
-        method infers right (SupSup's one-shot rule; Wortsman et al. 2020 test on batches of 128),
-        per task id and overall: ``{"per_task": {id: share}, "accuracy": share, "batch_size": n}``;
+        method infers right (SupSup's rule, its option ``inference``; Wortsman et al. 2020 test on
+        batches of 128), per task id and overall: ``{"per_task": {id: share}, "accuracy": share,
+        "batch_size": n, "rule": name}``;
         ``{"error": ...}`` when the method cannot infer these tasks (e.g. heads of different sizes)."""
         per: dict[str, float] = {}
         right = total = 0
@@ -282,7 +283,9 @@ class Learner:
                     right, total = right + hits, total + n
         except (ValueError, NotImplementedError) as e:
             return {"error": str(e)}
-        return {"per_task": per, "accuracy": right / total if total else None, "batch_size": batch_size}
+        rule = getattr(getattr(self.method, "options", None), "inference", None)
+        return {"per_task": per, "accuracy": right / total if total else None, "batch_size": batch_size,
+                **({"rule": rule} if rule else {})}
 
     def evaluate(self, tasks: Sequence[Task], split: str = "test") -> list[float]:
         """Accuracies (fractions) on each of ``tasks`` (learned tasks)."""

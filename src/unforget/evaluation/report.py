@@ -51,7 +51,8 @@ def markdown_report(results: dict) -> str:
                      f"over {len(v['fold_accuracies'])} folds of pairs, after the last task")
     inference = (results["tasks"][K - 1].get("task_inference") or {}) if K else {}
     if inference.get("accuracy") is not None:
-        lines.append(f"- task-id inference (one-shot, batches of {inference['batch_size']} test images of one task, "
+        lines.append(f"- task-id inference ({inference.get('rule', 'one-shot')}, batches of {inference['batch_size']} "
+                     f"test images of one task, "
                      f"task id not given): {_pct(inference['accuracy'])} % of batches right after the last task")
     elif inference.get("error"):
         lines.append(f"- task-id inference: not possible here ({inference['error']})")

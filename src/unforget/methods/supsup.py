@@ -15,14 +15,24 @@ heads are per task and trained (the SupSup GG setting masks one shared output la
 biases of the model's layers train with them, and every layer has the same density (the code's
 ``er_sparsity`` option scales it per layer; not implemented).
 
-Task-id inference (:meth:`SupSup.infer_task`, Sec. 3.3, the one-shot rule): for a batch of one
-unknown task, every learned task gets weight ``1/K`` in a superposition of the supermasks (and,
-here, of the per-task batch norms, biases and heads, which must have one size); the task whose
-weight's gradient most lowers the entropy of the mean prediction is chosen.
+Task-id inference (:meth:`SupSup.infer_task`, Sec. 3.3), ``methods.supsup.inference``:
+
+* ``one-shot`` (the paper's rule, Eq. 4): for a batch of one unknown task, every learned task gets
+  weight ``1/K`` in a superposition of the supermasks (and, here, of the per-task batch norms,
+  biases and heads, which must have one size); the task whose weight's gradient most lowers the
+  entropy of the mean prediction is chosen. Measured with unforget's per-task trained heads it
+  is near or at chance (BENCHMARKS.md): superposing heads that were trained apart mixes
+  unrelated label spaces, which the paper's shared output layer does not.
+* ``min-entropy`` (default): each learned task's own model (its supermask, norms, biases and
+  head) classifies the batch, and the task whose mean output entropy (divided by ``log C`` of
+  its head, so that heads of different sizes compare) is lowest is chosen. ``K`` forward passes
+  instead of one forward and one backward pass; the paper discusses this exhaustive search as
+  the costlier alternative to its one-shot gradient (Sec. 3.3).
 """
 from __future__ import annotations
 
 import math
+from typing import Literal, Optional
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,6 +49,10 @@ class SupSupOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     density: float = Field(0.5, gt=0, le=1, description="share of each layer's weights in a task's supermask")
     score_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the task's scores (SupSup GG: 1e-3)")
+    inference: Literal["one-shot", "min-entropy"] = Field(
+        "min-entropy", description="task-id inference rule at serving time: 'one-shot' (the paper's Eq. 4 gradient "
+                                   "over a superposition of all tasks) or 'min-entropy' (every task's own mask, norms "
+                                   "and head; the lowest mean output entropy wins)")
 
 
 def signed_constant_(weight: torch.Tensor) -> None:
@@ -112,19 +126,38 @@ class SupSup(PolicyMethod):
         meta["mask_policy"] = "supermask"
         return tensors, meta
 
-    def infer_task(self, x: torch.Tensor) -> tuple[int, torch.Tensor]:
-        """One-shot task-id inference for a batch ``x`` of one task (Wortsman et al. 2020, Sec.
-        3.3, Eq. 4): ``alphas = 1/K``, ``H`` = entropy of the superposed model's softmax output
-        (mean over the batch), task = ``argmin_i dH / d alpha_i``. Returns ``(task id, that task's
-        logits (N, C))``.
+    def infer_task(self, x: torch.Tensor, rule: Optional[str] = None) -> tuple[int, torch.Tensor]:
+        """Task-id inference for a batch ``x`` of one task (module doc), by ``rule`` (default the
+        ``inference`` option):
+
+        * ``one-shot`` (Wortsman et al. 2020, Sec. 3.3, Eq. 4): ``alphas = 1/K``, ``H`` = entropy
+          of the superposed model's softmax output (mean over the batch), task = ``argmin_i dH /
+          d alpha_i``;
+        * ``min-entropy``: task = ``argmin_i H(softmax(f_i(x))) / log C_i``, ``f_i`` task i's own
+          model (mean over the batch).
+
+        Returns ``(task id, that task's logits (N, C))``.
 
         Raises:
-            ValueError: no task learned, or the learned tasks' heads differ in size."""
+            ValueError: no task learned; an unknown rule; for ``one-shot``, learned tasks' heads
+                that differ in size."""
+        rule = rule or self.options.inference
+        if rule not in ("one-shot", "min-entropy"):
+            raise ValueError(f"unknown task-inference rule {rule!r}; use one-shot or min-entropy")
         k = len(self.learned)
         if k == 0:
             raise ValueError("no task learned yet")
         if k == 1:
             return 1, self.logits(x, 1)
+        if rule == "min-entropy":
+            best = None
+            for t in sorted(self.learned):
+                logits = self.logits(x, t)
+                p = logits.float().softmax(-1)
+                h = float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean()) / max(math.log(logits.shape[-1]), 1e-12)
+                if best is None or h < best[0]:
+                    best = (h, t, logits)
+            return best[1], best[2]
         was = self.model.training
         self.model.eval()
         try:
