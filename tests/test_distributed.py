@@ -55,10 +55,11 @@ def test_two_processes_learn_the_same_model_and_the_checkpoint_serves_it(tmp_pat
     assert [learner.test(t) for t in bench.tasks] == res["accuracy_matrix"][-1]
 
 
-@pytest.mark.parametrize("method", ["ewc", "clnp"])
+@pytest.mark.parametrize("method", ["ewc", "clnp", "wsn", "supsup", "hat"])
 def test_methods_with_statistics_keep_the_processes_together(tmp_path, method):
-    """EWC's Fisher information and CLNP's unit activations come out the same on both processes
-    (the same-model check would stop the run otherwise)."""
+    """EWC's Fisher information, CLNP's unit activations, the mask policies' scores (WSN,
+    SupSup) and HAT's gates come out the same on both processes (the same-model check would stop
+    the run otherwise)."""
     cfg = tmp_path / "m.yaml"
     cfg.write_text("model: {name: mlp, width: 0.05}\ntrain: {epochs: 1, batch_size: 16}\nmethods: {ewc: {lambda: 1.0}}\n")
     out = tmp_path / "run"

@@ -33,11 +33,13 @@ import torch.distributed as dist
 from unforget.errors import ConfigError, UnforgetError
 
 SUPPORTED = ("cpg", "pae", "packnet", "piggyback", "scratch", "finetune", "finetune-copies", "clnp", "ewc", "si",
-             "progressive")
+             "progressive", "wsn", "supsup", "hat")
 """Built-in methods that run under torchrun: each ran 5 tasks of digits on 2 CPU processes with
 the same model on both after every task (:func:`check_same`). Their statistics (EWC's Fisher
 information, SI's path integral, CLNP's unit activations) come from the same samples and the
-same averaged gradients on every process. A method registered elsewhere refuses until it is
+same averaged gradients on every process; WSN's shared scores, SupSup's supermask scores and
+HAT's gate embeddings are parameters of the model, averaged like its weights, and HAT's annealed
+scale follows the step, which every process shares. A method registered elsewhere refuses until it is
 listed here (the same-model check would stop it anyway if its processes drifted apart)."""
 
 
