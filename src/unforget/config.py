@@ -185,7 +185,7 @@ class RunConfig(_Strict):
             raise ValueError(str(e)) from None
 
 
-PRESETS = ("cpu", "paper", "full")
+PRESETS = ("cpu", "paper", "full", "wsn")
 
 
 def run_identity(config: RunConfig) -> dict:

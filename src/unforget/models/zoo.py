@@ -53,10 +53,13 @@ def build_model(name: str, input_shape: Sequence[int], width: float = 1.0, **kwa
 
 # ---------------------------------------------------------------------------------------- MLP
 @register_model("mlp", "MLP with ReLU hidden layers (CLNP's 2 x 2000 for MNIST at width 1)")
-def mlp(input_shape: Sequence[int], width: float = 1.0, hidden: Sequence[int] = (2000, 2000)) -> MultiHeadNet:
+def mlp(input_shape: Sequence[int], width: float = 1.0, hidden: Sequence[int] = (2000, 2000),
+        bias: bool = True) -> MultiHeadNet:
     """Fully connected net: flatten -> [Linear -> ReLU] x len(hidden) -> per-task heads.
 
     Source: Golkar et al. 2019, Sec. 3.1 (2 hidden layers of 2000 units for permuted MNIST).
+    ``model.options``: ``hidden`` (units per hidden layer at width 1), ``bias`` (false: hidden
+    layers without biases, as WSN's 784-100-100 MLP, Kang et al. 2022, App. A.2).
     """
     in_dim = 1
     for s in input_shape:
@@ -67,7 +70,7 @@ def mlp(input_shape: Sequence[int], width: float = 1.0, hidden: Sequence[int] = 
     prev, prev_group = in_dim, None
     for i, h in enumerate(sizes):
         spec[f"features.{len(layers)}"] = (f"fc{i + 1}", prev_group)
-        layers += [nn.Linear(prev, h), nn.ReLU(inplace=True)]
+        layers += [nn.Linear(prev, h, bias=bool(bias)), nn.ReLU(inplace=True)]
         prev, prev_group = h, f"fc{i + 1}"
     net = MultiHeadNet(prev, prev_group or "input")
     net.features = nn.Sequential(*layers)
