@@ -33,8 +33,13 @@ def read(path: str) -> dict[str, torch.Tensor]:
 
 
 def entropy_bytes(tensors: dict[str, torch.Tensor], names: list[str]) -> float:
-    cols = torch.stack([tensors[n].reshape(-1).to(torch.int64) for n in names], 1)
-    _, counts = torch.unique(cols, dim=0, return_counts=True)
+    """Shannon entropy (bytes) of the weights' ``(owner, picks...)`` tuples, each tuple one
+    symbol (owner in the low bits of one int64 key, one bit per pick above them)."""
+    key = tensors[names[0]].reshape(-1).to(torch.int64)
+    b = max(1, int(key.max()).bit_length())
+    for i, n in enumerate(names[1:]):
+        key = key | (tensors[n].reshape(-1).to(torch.int64) << (b + i))
+    _, counts = torch.unique(key, return_counts=True)
     p = counts.double() / counts.sum()
     return float(-(counts.double() * p.log2()).sum()) / 8
 

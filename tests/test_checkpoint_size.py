@@ -15,7 +15,7 @@ from unforget.checkpoint import (CHECKPOINT, DIGEST_KEY, META_KEY, STORAGE_KEY, 
 from unforget.config import RunConfig
 from unforget.errors import CheckpointError
 from unforget.runner import build_method, run
-from unforget.storage import decode, encode
+from unforget.storage import EncodingError, decode, encode
 
 CPG_OPTS = {"goal": "explicit", "goals": [0.0, 1.0, 0.0], "prune_interval": 0.4}  # task 2 grows
 CASES = {  # (method, model, width, input shape, samples per task, epochs, method options): networks
@@ -103,7 +103,7 @@ def test_codec_is_lossless_on_awkward_tensors():
     assert specs["a.owner"]["codec"] == "masks" and specs["a.owner"]["picks"] == ["a.pick_2", "a.pick_3"]
     assert specs["a.pick_3"]["codec"] == specs["a.pick_2"]["codec"] == "masked"
     planes = 2 * ((40 * 30 * 3 + 7) // 8) + (40 * 30 * 3 + 7) // 8  # 2 bits per owner, 1 per a.pick_2 entry
-    assert stored["a.owner#data"].numel() + stored["a.owner#table"].numel() * 4 < planes
+    assert stored["a.owner#data"].numel() + 8 * stored["a.owner#sizes"].numel() < planes
     assert specs["e.owner"]["codec"] == "uint" and specs["e.pick_5"]["codec"] == "pick" and specs["e.pick_2"]["codec"] == "bool"
     assert stored["e.owner#planes"].numel() == 3 * ((60 * 50 + 7) // 8)  # 3 bits per owner
     assert specs["b.owner"]["rows"] and not {"c.owner", "x#y", "x", "z", "z#mask"} & set(specs)
@@ -139,6 +139,25 @@ def test_entropy_coded_masks_round_trip_and_damage_is_caught(tmp_path):
     with pytest.raises(CheckpointError) as e:
         load_checkpoint(p)
     assert "does not decode" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_entropy_coded_masks_of_many_tasks_take_several_byte_planes():
+    """A 20-task code (5 owner bits, 19 pick bits) is cut into 3 byte planes, each compressed on
+    its own; decoding is exact, and a plane that does not fit is caught."""
+    from unforget.storage import _enc_masks
+
+    g = torch.Generator().manual_seed(4)
+    owner = torch.randint(0, 21, (6000,), generator=g, dtype=torch.int16)
+    names = [f"m.pick_{t}" for t in range(2, 21)]
+    t = {"m.owner": owner, **{n: torch.rand(6000, generator=g) < 0.1 for n in names}}
+    spec, parts = _enc_masks("m.owner", t, names)
+    assert spec["owner_bits"] == 5 and parts["sizes"].numel() == 3
+    stored = {f"m.owner#{k}": v for k, v in parts.items()}
+    specs = {"m.owner": {**spec, "dtype": "int16", "shape": [6000]},
+             **{n: {"codec": "masked", "owner": "m.owner", "dtype": "bool", "shape": [6000]} for n in names}}
+    _same(decode(stored, specs), t)
+    with pytest.raises(EncodingError, match="byte planes"):
+        decode({**stored, "m.owner#sizes": parts["sizes"][:2]}, specs)
 
 
 def test_checkpoint_without_storage_description_still_loads(tmp_path):

@@ -20,9 +20,10 @@ their own name; an encoded tensor ``x`` is stored as parts ``x#<part>``. Encodin
     for PackNet), as
     the paper of WSN stores its task masks (Kang et al. 2022, Sec. 3.3: each weight's masks of
     all tasks as one N-bit code, entropy coded): every weight's tuple ``(owner, pick_t1, pick_t2,
-    ...)`` is one symbol, the distinct tuples are stored as a table (``int32``, one row per
-    symbol) and the weights' symbols (``uint8``; ``int32`` beyond 256 distinct tuples, row-major)
-    compressed with bzip2 (Python's ``bz2``: Burrows-Wheeler transform, move-to-front, Huffman
+    ...)`` is one code of ``b + P`` bits (the owner's ``b`` bits, then one bit per pick mask in
+    task order), cut into bytes as the paper cuts its codes into 7-bit pieces: byte plane ``j``
+    holds bits ``8j .. 8j + 7`` of every weight's code (row-major), and each plane is compressed
+    with bzip2 (Python's ``bz2``: Burrows-Wheeler transform, move-to-front, Huffman
     coding). The pick masks are then described as ``masked`` (stored in their owner's
     ``masks``). Used when it stores fewer bytes than ``uint`` and ``pick`` would.
 ``bool``
@@ -156,14 +157,33 @@ def _enc_pick(name: str, t: torch.Tensor, tensors):
 
 def _enc_masks(name: str, tensors, picks: list[str]):
     """The ``masks`` encoding of owner tensor ``name`` and its pick masks ``picks``."""
-    cols = [tensors[name].reshape(-1).to(torch.int64)] + [tensors[p].reshape(-1).to(torch.int64) for p in picks]
-    table, symbols = torch.unique(torch.stack(cols, 1), dim=0, return_inverse=True)
-    if int(table.max()) > torch.iinfo(torch.int32).max:
+    owner = tensors[name].reshape(-1).to(torch.int64)
+    b = max(1, int(owner.max()).bit_length())
+    if b > 62:
         return None
-    sym_dtype = torch.uint8 if table.shape[0] <= 256 else torch.int32
-    data = bz2.compress(symbols.to(sym_dtype).numpy().tobytes(), 9)
-    return ({"codec": "masks", "coder": "bz2", "symbols": str(sym_dtype).removeprefix("torch."), "picks": picks},
-            {"table": table.to(torch.int32), "data": torch.frombuffer(bytearray(data), dtype=torch.uint8)})
+    bits = [(owner >> k) & 1 for k in range(b)] + [tensors[p].reshape(-1).to(torch.int64) for p in picks]
+    planes = []
+    for j in range(0, len(bits), 8):  # the code's bits 8j .. 8j + 7 as one byte per weight
+        plane = torch.zeros_like(owner)
+        for i, bit in enumerate(bits[j:j + 8]):
+            plane |= bit << i
+        planes.append(_bz2(plane.to(torch.uint8)))
+    return ({"codec": "masks", "coder": "bz2", "owner_bits": b, "picks": picks},
+            {"data": torch.cat(planes), "sizes": torch.tensor([len(p) for p in planes], dtype=torch.int64)})
+
+
+def _bz2(t: torch.Tensor) -> torch.Tensor:
+    return torch.frombuffer(bytearray(bz2.compress(t.numpy().tobytes(), 9)), dtype=torch.uint8)
+
+
+def _unbz2(name: str, packed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    try:
+        raw = bz2.decompress(packed.numpy().tobytes())
+    except (OSError, ValueError):
+        raise EncodingError(f"{name}: the compressed masks do not decompress") from None
+    if len(raw) % torch.empty(0, dtype=dtype).element_size():
+        raise EncodingError(f"{name}: the compressed masks have a broken length")
+    return torch.frombuffer(bytearray(raw), dtype=dtype).to(torch.int64) if raw else torch.zeros(0, dtype=torch.int64)
 
 
 def _mask_groups(tensors) -> dict[str, list[str]]:
@@ -328,25 +348,27 @@ def _dec_support(name, spec, stored, out):
 
 
 def _dec_masks(name, spec, stored, out):
-    shape, picks = _shape(spec["shape"]), spec["picks"]
-    if spec.get("coder") != "bz2" or spec.get("symbols") not in ("uint8", "int32") or not isinstance(picks, list):
+    shape, picks, b = _shape(spec["shape"]), spec["picks"], spec["owner_bits"]
+    if spec.get("coder") != "bz2" or not isinstance(picks, list) or not isinstance(b, int) or not 1 <= b <= 62:
         raise EncodingError(f"{name}: bad masks description")
-    table = _part(stored, name, "table")
-    n = math.prod(shape)
-    if table.dim() != 2 or table.shape[1] != 1 + len(picks) or table.dtype != torch.int32:
-        raise EncodingError(f"{name}: a table of {1 + len(picks)} columns expected, found {tuple(table.shape)}")
-    try:
-        raw = bz2.decompress(_part(stored, name, "data").numpy().tobytes())
-    except (OSError, ValueError):
-        raise EncodingError(f"{name}: the compressed masks do not decompress") from None
-    symbols = torch.frombuffer(bytearray(raw), dtype=_dtype(spec["symbols"])).to(torch.int64) if raw else \
-        torch.zeros(0, dtype=torch.int64)
-    if symbols.numel() != n or (n and (int(symbols.min()) < 0 or int(symbols.max()) >= table.shape[0])):
-        raise EncodingError(f"{name}: {symbols.numel()} mask symbols for {n} weights")
-    rows = table.to(torch.int64)[symbols]
+    n, n_bits = math.prod(shape), b + len(picks)
+    data, sizes = _part(stored, name, "data"), _part(stored, name, "sizes")
+    if sizes.dim() != 1 or sizes.numel() != -(-n_bits // 8) or int(sizes.sum()) != data.numel() \
+            or (sizes.numel() and int(sizes.min()) < 0):
+        raise EncodingError(f"{name}: {sizes.numel()} byte planes of {data.numel()} bytes do not fit {n_bits} bits")
+    bits, at = [], 0
+    for size in sizes.tolist():
+        plane = _unbz2(name, data[at:at + size], torch.uint8)
+        at += size
+        if plane.numel() != n:
+            raise EncodingError(f"{name}: a byte plane of {plane.numel()} entries for {n} weights")
+        bits += [(plane >> i) & 1 for i in range(min(8, n_bits - len(bits)))]
+    owner = torch.zeros(n, dtype=torch.int64)
+    for k in range(b):
+        owner |= bits[k] << k
     for i, p in enumerate(picks):
-        out[p] = rows[:, 1 + i].bool().reshape(shape)
-    return rows[:, 0].reshape(shape).to(_dtype(spec["dtype"]))
+        out[p] = bits[b + i].bool().reshape(shape)
+    return owner.reshape(shape).to(_dtype(spec["dtype"]))
 
 
 def _dec_masked(name, spec, stored, out):
