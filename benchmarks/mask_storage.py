@@ -1,8 +1,9 @@
 """Bytes of the task masks (every layer's owner indices and pick masks) in run checkpoints, three
 ways: bit-packed (``ceil(log2(K+1))`` bits per owner plus one bit per weight a pick mask can
-pick: the ``uint`` and ``pick`` encodings), entropy coded (each weight's owner and picks as one
-symbol, bzip2: the ``masks`` encoding, as WSN stores its masks, Kang et al. 2022, Sec. 3.3), and
-the Shannon entropy of those symbols (the bound no coder of independent symbols beats).
+pick: the ``uint`` and ``pick`` encodings), entropy coded (each weight's owner and pick bits as
+one code, cut into byte planes, each compressed with bzip2: the ``masks`` encoding, as WSN stores
+its masks, Kang et al. 2022, Sec. 3.3), and the Shannon entropy of those codes taken as
+independent symbols (the bound no coder of independent symbols beats).
 ``stored`` is what ``unforget.storage.encode`` writes today: the smaller of the first two, per
 layer; the reported model size counts the same bytes (``stored_bytes``).
 

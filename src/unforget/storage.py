@@ -17,8 +17,7 @@ their own name; an encoded tensor ``x`` is stored as parts ``x#<part>``. Encodin
     order. A mask that is true elsewhere (never written by unforget) is stored as ``bool``.
 ``masks``
     A layer's ``owner`` together with all its pick masks ``<layer>.pick_<t>`` (of its shape; none
-    for PackNet), as
-    the paper of WSN stores its task masks (Kang et al. 2022, Sec. 3.3: each weight's masks of
+    for PackNet), as the paper of WSN stores its task masks (Kang et al. 2022, Sec. 3.3: each weight's masks of
     all tasks as one N-bit code, entropy coded): every weight's tuple ``(owner, pick_t1, pick_t2,
     ...)`` is one code of ``b + P`` bits (the owner's ``b`` bits, then one bit per pick mask in
     task order), cut into bytes as the paper cuts its codes into 7-bit pieces: byte plane ``j``
@@ -176,14 +175,13 @@ def _bz2(t: torch.Tensor) -> torch.Tensor:
     return torch.frombuffer(bytearray(bz2.compress(t.numpy().tobytes(), 9)), dtype=torch.uint8)
 
 
-def _unbz2(name: str, packed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def _unbz2(name: str, packed: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`_bz2`: the bytes as ``int64`` (1-D)."""
     try:
         raw = bz2.decompress(packed.numpy().tobytes())
     except (OSError, ValueError):
         raise EncodingError(f"{name}: the compressed masks do not decompress") from None
-    if len(raw) % torch.empty(0, dtype=dtype).element_size():
-        raise EncodingError(f"{name}: the compressed masks have a broken length")
-    return torch.frombuffer(bytearray(raw), dtype=dtype).to(torch.int64) if raw else torch.zeros(0, dtype=torch.int64)
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).to(torch.int64) if raw else torch.zeros(0, dtype=torch.int64)
 
 
 def _mask_groups(tensors) -> dict[str, list[str]]:
@@ -358,7 +356,7 @@ def _dec_masks(name, spec, stored, out):
         raise EncodingError(f"{name}: {sizes.numel()} byte planes of {data.numel()} bytes do not fit {n_bits} bits")
     bits, at = [], 0
     for size in sizes.tolist():
-        plane = _unbz2(name, data[at:at + size], torch.uint8)
+        plane = _unbz2(name, data[at:at + size])
         at += size
         if plane.numel() != n:
             raise EncodingError(f"{name}: a byte plane of {plane.numel()} entries for {n} weights")

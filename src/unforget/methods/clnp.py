@@ -442,10 +442,11 @@ class CLNP(Method):
     def size(self) -> dict:
         """Bytes to serve all tasks: the weights in use (rows of active units, columns of units
         active for the same or earlier tasks; float32), each unit's owner task
-        (``ceil(log2(K+1))`` bits, as the checkpoint stores it: :func:`unforget.storage.stored_bytes`), per-task biases and batch norms, and the heads (only the
-        columns of the last-hidden units a task reads: its own for a single head, those of it and
-        earlier tasks for multi heads; the others are zero). The network never grows: expansion
-        1.0; Red. = free weights / all weights."""
+        (``ceil(log2(K+1))`` bits, as the checkpoint stores it: :func:`unforget.storage.stored_bytes`),
+        per-task biases and batch norms, and the heads (only the columns of the last-hidden units
+        a task reads: its own for a single head, those of it and earlier tasks for multi heads;
+        the others are zero). The network never grows: expansion 1.0; Red. = free weights / all
+        weights."""
         K = max(self.learned, default=0)
         used = 0
         for ul in self.chain:

@@ -64,6 +64,13 @@ def signed_constant_(weight: torch.Tensor) -> None:
         weight.copy_(torch.where(weight < 0, -std, std).to(weight.dtype))
 
 
+def mean_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of ``softmax(logits)`` over the last dim, averaged over the batch (0-d;
+    differentiable): the quantity both task-inference rules compare (Wortsman et al. 2020, Eq. 4)."""
+    p = logits.softmax(-1)
+    return -(p * p.clamp_min(1e-12).log()).sum(-1).mean()
+
+
 @register_method
 class SupSup(PolicyMethod):
     """SupSup (see module doc): one supermask per task over fixed random weights; exact."""
@@ -153,8 +160,7 @@ class SupSup(PolicyMethod):
             best = None
             for t in sorted(self.learned):
                 logits = self.logits(x, t)
-                p = logits.float().softmax(-1)
-                h = float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean()) / max(math.log(logits.shape[-1]), 1e-12)
+                h = float(mean_entropy(logits.float())) / max(math.log(logits.shape[-1]), 1e-12)
                 if best is None or h < best[0]:
                     best = (h, t, logits)
             return best[1], best[2]
@@ -163,8 +169,7 @@ class SupSup(PolicyMethod):
         try:
             alphas = torch.full((k,), 1.0 / k, device=self.device, requires_grad=True)
             with torch.enable_grad():
-                p = self.model.superposed_logits(x.to(self.device), alphas).softmax(-1)
-                entropy = -(p * p.clamp_min(1e-12).log()).sum(-1).mean()
+                entropy = mean_entropy(self.model.superposed_logits(x.to(self.device), alphas))
                 (grad,) = torch.autograd.grad(entropy, alphas)
         finally:
             self.model.train(was)
