@@ -20,6 +20,7 @@ from unforget.errors import UnforgetError
 from unforget.layers.convert import set_module
 from unforget.layers.task_aware import PerTaskLayer, TaskAwareWeighted, TaskConv2d, TaskLinear
 from unforget.models.base import MultiHeadNet
+from unforget.models.conv import DenseConv2d
 
 FORMATS = ("pytorch", "torchscript", "onnx")
 
@@ -40,9 +41,10 @@ class PlainTaskNet(nn.Module):
 def _plain_weighted(layer: TaskAwareWeighted, task: int) -> nn.Module:
     w = layer.effective_weight(task).detach().clone()
     b = layer.task_bias(task)
-    if isinstance(layer, TaskConv2d):
-        new: nn.Module = nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[2:]), stride=layer.stride,
-                                   padding=layer.padding, dilation=layer.dilation, bias=b is not None)
+    if isinstance(layer, TaskConv2d):  # a dense layer as a conv stays computed as the served one is
+        cls = DenseConv2d if layer.dense else nn.Conv2d
+        new: nn.Module = cls(w.shape[1], w.shape[0], tuple(w.shape[2:]), stride=layer.stride,
+                             padding=layer.padding, dilation=layer.dilation, bias=b is not None)
     elif isinstance(layer, TaskLinear):
         new = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
     else:  # pragma: no cover - every task-aware weighted layer is one of the two

@@ -24,6 +24,7 @@ from torch import nn
 
 from unforget.layers.context import TaskContext, WidthGroup, current_alphas, current_task
 from unforget.layers.policies import SCORE_INIT, SCORE_THRESHOLD, MaskPolicy, OwnershipPicks
+from unforget.models.conv import DenseConv2d, dense_conv2d
 
 __all__ = ["SCORE_INIT", "SCORE_THRESHOLD", "TaskAwareWeighted", "TaskConv2d", "TaskLinear", "PerTaskLayer",
            "TaskBatchNorm", "TaskPReLU"]
@@ -275,7 +276,8 @@ def _loaded(layer: TaskAwareWeighted, incompatible_keys) -> None:
 
 class TaskConv2d(TaskAwareWeighted):
     """Task-aware ``nn.Conv2d`` (groups=1). Input ``(N, in_width_t, H, W)`` -> output
-    ``(N, width_t, H', W')`` for the task being computed (:func:`~unforget.layers.context.computing`)."""
+    ``(N, width_t, H', W')`` for the task being computed (:func:`~unforget.layers.context.computing`);
+    converted from a :class:`~unforget.models.conv.DenseConv2d`, it computes as that does."""
 
     def __init__(self, conv: nn.Conv2d, out_group: WidthGroup, in_group: Optional[WidthGroup],
                  ctx: TaskContext) -> None:
@@ -283,9 +285,13 @@ class TaskConv2d(TaskAwareWeighted):
             raise ValueError("grouped convolutions are not supported by task-aware layers")
         super().__init__(conv.weight, conv.bias, out_group, in_group, ctx)
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+        self.dense = isinstance(conv, DenseConv2d)
+        """Converted from a :class:`~unforget.models.conv.DenseConv2d`: computed as the dense layer."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.weight_and_bias()
+        if self.dense:  # a dense layer written as a convolution, computed as one (models.conv)
+            return dense_conv2d(x, w, b, self.stride, self.padding, self.dilation)
         return F.conv2d(x, w, b, self.stride, self.padding, self.dilation)
 
 

@@ -19,6 +19,8 @@ from typing import Optional, Sequence
 from torch import nn
 
 from unforget.models.base import MultiHeadNet, scaled
+from unforget.models.conv import DenseConv2d
+from unforget.models.pooling import MaxPool2d
 from unforget.models.zoo import register_model
 
 NARROW = (32, 32, "M", 64, 64, "M")
@@ -74,7 +76,7 @@ def clnp_convnet(input_shape: Sequence[int], width: float = 1.0, dropout: bool =
     for v in NARROW:
         if v == "M":
             h, w = _conv_out(h, 2, 1), _conv_out(w, 2, 1)
-            layers.append(nn.MaxPool2d(3, stride=2, padding=1))
+            layers.append(MaxPool2d(3, stride=2, padding=1))
             if dropout:
                 layers.append(nn.Dropout(0.25))
             continue
@@ -85,7 +87,7 @@ def clnp_convnet(input_shape: Sequence[int], width: float = 1.0, dropout: bool =
         in_ch, prev_group = out, group
     hid = scaled(DENSE, width)
     spec[f"features.{len(layers)}"] = ("fc1", prev_group)
-    layers += [nn.Conv2d(in_ch, hid, (h, w)), nn.ReLU(inplace=True), nn.Flatten()]
+    layers += [DenseConv2d(in_ch, hid, (h, w)), nn.ReLU(inplace=True), nn.Flatten()]  # computed as the dense layer
     if dropout:
         layers.append(nn.Dropout(0.5))
     net = MultiHeadNet(hid, "fc1")

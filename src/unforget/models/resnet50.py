@@ -21,6 +21,7 @@ from torch import nn
 
 from unforget.errors import UnforgetError
 from unforget.models.base import MultiHeadNet, scaled
+from unforget.models.pooling import MaxPool2d
 from unforget.models.zoo import register_model
 
 PRETRAINED_ENV = "UNFORGET_PRETRAINED_RESNET50"
@@ -118,7 +119,7 @@ def resnet50(input_shape: Sequence[int], width: float = 1.0, cifar_stem: bool = 
     layers["bn1"] = nn.BatchNorm2d(stem)
     layers["relu"] = nn.ReLU(inplace=True)
     if not cifar_stem:
-        layers["maxpool"] = nn.MaxPool2d(3, stride=2, padding=1)
+        layers["maxpool"] = MaxPool2d(3, stride=2, padding=1)
     spec["features.conv1"] = ("stem", None)
     spec["features.bn1"] = ("stem", None)
     prev, prev_group = stem, "stem"

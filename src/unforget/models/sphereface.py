@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from unforget.models.base import MultiHeadNet, scaled
+from unforget.models.conv import DenseConv2d
 from unforget.models.zoo import register_model
 
 STAGES = ((64, 1), (128, 2), (256, 4), (512, 1))
@@ -161,7 +162,7 @@ def sphereface20(input_shape: Sequence[int], width: float = 1.0, negative_slope:
         layers["flatten"] = nn.Flatten()
         layers["fc5"] = nn.Linear(prev, emb)
     else:
-        layers["fc5"] = nn.Conv2d(prev, emb, (h, w), bias=True)
+        layers["fc5"] = DenseConv2d(prev, emb, (h, w), bias=True)  # computed as the dense layer (models.conv)
         layers["flatten"] = nn.Flatten()
     _caffe_xavier_(layers["fc5"].weight)
     nn.init.zeros_(layers["fc5"].bias)

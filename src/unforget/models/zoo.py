@@ -15,6 +15,7 @@ from torch import nn
 
 from unforget.errors import RegistryError
 from unforget.models.base import MultiHeadNet, normal_head_init, scaled
+from unforget.models.pooling import MaxPool2d
 
 _MODELS: dict[str, tuple[Callable[..., MultiHeadNet], str]] = {}
 
@@ -95,7 +96,7 @@ def _vgg16_bn_convs(in_ch: int, width: float) -> tuple[list[nn.Module], dict[str
     n = 0
     for v in VGG16_CFG:
         if v == "M":
-            layers.append(nn.MaxPool2d(2))
+            layers.append(MaxPool2d(2))
             continue
         n += 1
         out = scaled(int(v), width)
