@@ -44,8 +44,10 @@ An encoding is used only when it saves at least :data:`MIN_SAVING` bytes.
 from __future__ import annotations
 
 import bz2
+import hashlib
 import math
 import re
+from collections import OrderedDict
 from typing import Optional
 
 import torch
@@ -171,8 +173,24 @@ def _enc_masks(name: str, tensors, picks: list[str]):
             {"data": torch.cat(planes), "sizes": torch.tensor([len(p) for p in planes], dtype=torch.int64)})
 
 
+_BZ2_MEMO: "OrderedDict[bytes, bytes]" = OrderedDict()
+_BZ2_MEMO_ENTRIES = 512
+
+
 def _bz2(t: torch.Tensor) -> torch.Tensor:
-    return torch.frombuffer(bytearray(bz2.compress(t.numpy().tobytes(), 9)), dtype=torch.uint8)
+    """``t``'s bytes bzip2-compressed (level 9), as ``uint8``. The same bytes are compressed
+    once: the last :data:`_BZ2_MEMO_ENTRIES` results are kept by a BLAKE2 digest of their input,
+    because a run codes the same masks for its reported size and again for each checkpoint."""
+    raw = t.numpy().tobytes()
+    key = hashlib.blake2b(raw, digest_size=32).digest() + len(raw).to_bytes(8, "little")
+    packed = _BZ2_MEMO.get(key)
+    if packed is None:
+        packed = _BZ2_MEMO[key] = bz2.compress(raw, 9)
+        while len(_BZ2_MEMO) > _BZ2_MEMO_ENTRIES:
+            _BZ2_MEMO.popitem(last=False)
+    else:
+        _BZ2_MEMO.move_to_end(key)
+    return torch.frombuffer(bytearray(packed), dtype=torch.uint8)
 
 
 def _unbz2(name: str, packed: torch.Tensor) -> torch.Tensor:
