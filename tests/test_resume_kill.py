@@ -59,10 +59,10 @@ def _run(method: str, out: Path, kill_after: int = 0, resume: bool = False) -> i
 
 
 def _timeless(x):
-    """``x`` without wall-clock times (keys ending in ``time_s``) and the checkpoint's file size
+    """``x`` without wall-clock times (keys ending in ``time_s`` or ``_seconds``) and the checkpoint's file size
     (its header records those times, whose digits vary in number)."""
     if isinstance(x, dict):
-        return {k: _timeless(v) for k, v in x.items() if not k.endswith("time_s") and k != "checkpoint_bytes"}
+        return {k: _timeless(v) for k, v in x.items() if not k.endswith(("time_s", "_seconds")) and k != "checkpoint_bytes"}
     if isinstance(x, list):
         return [_timeless(v) for v in x]
     return x

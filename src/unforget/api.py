@@ -54,6 +54,7 @@ def run(benchmark: Union[str, Benchmark] = "digits", method: str = "cpg",
             checkpoint on ``resume``.
     """
     from unforget.runner import run as _run
+    from unforget.training.phases import PhaseClock
 
     if not isinstance(benchmark, (str, Benchmark)):
         raise ConfigError(f"benchmark must be a registered name or a Benchmark, got {type(benchmark).__name__} "
@@ -65,6 +66,7 @@ def run(benchmark: Union[str, Benchmark] = "digits", method: str = "cpg",
     name = bench_obj.name if bench_obj is not None else str(benchmark)
     auto = None
     say = print if progress else (lambda _: None)
+    clock = PhaseClock()
     if isinstance(config, RunConfig):
         cfg = config.model_copy(update={"method": method})
     else:
@@ -83,11 +85,12 @@ def run(benchmark: Union[str, Benchmark] = "digits", method: str = "cpg",
             from unforget.autoconfig import resolve_for_data
             from unforget.runner import load_benchmark
 
-            cfg, bench_obj, auto = resolve_for_data(name, method, preset_name=preset, config_file=file,
-                                                    overrides=overrides, say=say,
-                                                    load=lambda c: load_benchmark(c, data_root))
+            with clock.phase("data_loading"):
+                cfg, bench_obj, auto = resolve_for_data(name, method, preset_name=preset, config_file=file,
+                                                        overrides=overrides, say=say,
+                                                        load=lambda c: load_benchmark(c, data_root))
     results = _run(cfg, data_root=data_root, out_dir=out, resume=resume, progress=progress, benchmark=bench_obj,
-                   overwrite=overwrite, notes={"auto_config": auto.record()} if auto else None)
+                   overwrite=overwrite, notes={"auto_config": auto.record()} if auto else None, clock=clock)
     learner = results.pop("_learner")
     res = RunResult(results)
     res.learner, res.model = learner, learner.model

@@ -86,10 +86,18 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "on CPU it needs a C++ compiler). Evaluation and serving stay eager")
     p.add_argument("--device", help="cpu (default), cuda, cuda:N or mps")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or per-epoch lines")
+    _retest(p)
     p.add_argument("--log", action="append", choices=["tensorboard"], default=[],
                    help="besides OUT/log.csv (one row per training epoch, always written): tensorboard writes event "
                         "files to OUT/tensorboard/ (needs pip install 'unforget[tensorboard]')")
     _threads(p)
+
+
+def _retest(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--retest", action="store_true",
+                   help="re-test every earlier task after each task. By default an exact method's earlier task "
+                        "whose served network and test data are bit-identical to when it was first tested (a "
+                        "SHA-256 certificate) keeps that accuracy without a test pass; report.md counts them")
 
 
 def _threads(p: argparse.ArgumentParser) -> None:
@@ -147,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     lr.add_argument("--data-root", help="where the run's benchmark data is, to re-evaluate its tasks")
     lr.add_argument("--device", help="cpu (default) or cuda")
     lr.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    _retest(lr)
     lr.add_argument("--log", action="append", choices=["tensorboard"], default=[],
                     help="also write TensorBoard event files to MODEL_DIR/tensorboard/ (OUT/log.csv is always appended)")
     _threads(lr)
@@ -237,14 +246,17 @@ def _say(text: str) -> None:
 def _run(a: argparse.Namespace) -> None:
     from unforget.autoconfig import resolve_for_data
     from unforget.runner import load_benchmark, run
+    from unforget.training.phases import PhaseClock
 
-    cfg, bench, auto = resolve_for_data(a.benchmark, a.method, preset_name=a.preset, config_file=a.config,
-                                        overrides=_overrides(a), say=_say,
-                                        load=lambda c: load_benchmark(c, a.data_root, a.download))
+    clock = PhaseClock()
+    with clock.phase("data_loading"):
+        cfg, bench, auto = resolve_for_data(a.benchmark, a.method, preset_name=a.preset, config_file=a.config,
+                                            overrides=_overrides(a), say=_say,
+                                            load=lambda c: load_benchmark(c, a.data_root, a.download))
     out = a.out_dir = a.out or f"runs/{cfg.benchmark.name}-{cfg.method}"
     results = run(cfg, data_root=a.data_root, out_dir=out, resume=a.resume, progress=not a.quiet, download=a.download,
                   overwrite=a.overwrite, benchmark=bench, log=("csv", *a.log),
-                  notes={"auto_config": auto.record()} if auto else None)
+                  notes={"auto_config": auto.record()} if auto else None, retest=a.retest, clock=clock)
     if not _is_main_process():
         return
     from unforget.evaluation import markdown_report
@@ -260,7 +272,7 @@ def _compare(a: argparse.Namespace) -> None:
     out = a.out or f"runs/compare-{bench}"
     compare(bench, a.methods.split(","), out, preset=a.preset, config_file=a.config, overrides=_overrides(a),
             data_root=a.data_root, download=a.download, progress=not a.quiet and _is_main_process(),
-            log=("csv", *a.log), say=_say)
+            log=("csv", *a.log), say=_say, retest=a.retest)
     if not _is_main_process():
         return
     print(Path(out, "report.md").read_text())
@@ -301,7 +313,7 @@ def _learn(a: argparse.Namespace) -> None:
     from unforget.lifelong import learn_task
 
     results = learn_task(a.model_dir, a.data, name=a.name, data_root=a.data_root, device=a.device,
-                         progress=not a.quiet, log=("csv", *a.log))
+                         progress=not a.quiet, log=("csv", *a.log), retest=a.retest)
     row = results["accuracy_matrix"][-1]
     cells = ", ".join("not re-evaluated" if v is None else f"{100 * v:.2f} %" for v in row)
     print(f"task {len(row)} learned; test accuracy per task now: {cells}")

@@ -76,7 +76,8 @@ def plan(config: RunConfig, folder: Path, n_tasks: int) -> tuple[str, str]:
 def compare(benchmark: str, methods: Sequence[str], out: str | Path, *, preset: str = "cpu",
             config_file: Optional[str] = None, overrides: Optional[dict] = None, data_root: Optional[str] = None,
             download: bool = False, progress: bool = True, plots: bool = True,
-            say: Callable[[str], None] = print, log: Sequence[str] = ("csv",)) -> dict[str, dict]:
+            say: Callable[[str], None] = print, log: Sequence[str] = ("csv",), retest: bool = False
+            ) -> dict[str, dict]:
     """Run each of ``methods`` on ``benchmark`` into ``out/<method>/`` and write the report.
 
     A method whose finished ``results.json`` (same configuration) is already there is not run
@@ -86,7 +87,8 @@ def compare(benchmark: str, methods: Sequence[str], out: str | Path, *, preset: 
     and the automatic configuration's line on own data (:mod:`unforget.autoconfig`; the same
     settings for every method). ``out`` is locked (``OUT/.lock``) for the whole comparison.
     The benchmark is built once, so every method sees the same tasks, splits and class order.
-    ``log``: the training logs of each method's folder (``runner.run``).
+    ``log``: the training logs of each method's folder (``runner.run``); ``retest``: re-test every
+    entry of each accuracy matrix (``runner.run``).
 
     Raises:
         ConfigError: empty or repeated method list; CheckpointError: a damaged checkpoint (never
@@ -136,7 +138,7 @@ def compare(benchmark: str, methods: Sequence[str], out: str | Path, *, preset: 
                 results[m] = json.loads((mdir / "results.json").read_text()) if main else {}
                 continue
             r = run(cfg, out_dir=mdir, resume=action == "resumes", overwrite=action == "redoes", progress=progress,
-                    benchmark=bench, log=log, notes={"auto_config": auto.record()} if auto else None)
+                    benchmark=bench, log=log, notes={"auto_config": auto.record()} if auto else None, retest=retest)
             r.pop("_learner", None)
             results[m] = r
             if main:

@@ -27,8 +27,10 @@ from unforget.config import RunConfig, run_identity
 from unforget.data.task import Benchmark, PretrainedTask, SequencePlan, Task
 from unforget.errors import CheckpointError, ConfigError, UnforgetError
 from unforget.evaluation import average_accuracy, bwt, forgetting, markdown_report
+from unforget.evaluation.certify import certificate
 from unforget.methods import Method, get_method, list_methods
 from unforget.training import Trainer, accuracy, seed_everything
+from unforget.training.phases import PhaseClock, add_seconds
 from unforget.training.progress import TaskClock, duration
 
 if TYPE_CHECKING:
@@ -98,11 +100,19 @@ class Learner:
             after learning task ``i + 1`` (Lopez-Paz & Ranzato 2017).
         records: per learned task, what the method reported (``val_accuracy``, goal, pruning
             ratio, width, train time, size, capacity).
-        wall_time_s: seconds spent learning and testing, over every session of this learner.
+        wall_time_s: seconds this learner worked (loading data, building, learning, testing,
+            accounting size, writing checkpoints), over every session: the sum of its phases.
         observers: told of every task's events (:class:`TaskObserver`).
         notes: JSON-able facts about how the run was set up that results.json reports beside the
             configuration (``auto_config``: what the automatic configuration for own data chose
             and why); kept in the checkpoint.
+        retest: re-test every earlier task after each task; by default an exact method's
+            earlier task whose certificate is unchanged keeps R[j][j]
+            (:mod:`unforget.evaluation.certify`).
+        clock: where the time goes (:class:`~unforget.training.phases.PhaseClock`, shared with
+            the method's trainer); each task's record gets its ``phase_seconds``.
+        run_seconds: seconds per phase that belong to no task (data loading, setup, the final
+            results), over every session.
     """
 
     config: RunConfig
@@ -114,35 +124,52 @@ class Learner:
     wall_time_s: float = 0.0
     observers: list[TaskObserver] = field(default_factory=list)
     notes: dict = field(default_factory=dict)
+    retest: bool = False
+    clock: PhaseClock = field(default_factory=PhaseClock)
+    run_seconds: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.method.trainer.phases = self.clock  # fits and validation passes count in the learner's phases
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def create(cls, config: RunConfig, plan: SequencePlan | Benchmark, *, progress: bool = True,
-               observers: Sequence[TaskObserver] = ()) -> "Learner":
-        """A learner that has learned nothing yet, for a sequence described by ``plan``."""
+               observers: Sequence[TaskObserver] = (), clock: Optional[PhaseClock] = None) -> "Learner":
+        """A learner that has learned nothing yet, for a sequence described by ``plan``; its
+        time is counted on ``clock`` (default: a new one), building it as ``setup``."""
         plan = SequencePlan.of(plan)
-        return cls(config, build_method(config, plan, progress), plan, observers=list(observers))
+        clock = clock or PhaseClock()
+        with clock.phase("setup"):
+            method = build_method(config, plan, progress)
+        return cls(config, method, plan, observers=list(observers), clock=clock)
 
     @classmethod
     def open(cls, path: str | Path, device: str = "cpu", *, progress: bool = False,
              config: Optional[RunConfig] = None, plan: Optional[SequencePlan | Benchmark] = None,
-             observers: Sequence[TaskObserver] = ()) -> "Learner":
+             observers: Sequence[TaskObserver] = (), clock: Optional[PhaseClock] = None) -> "Learner":
         """The learner saved in ``path`` (a run folder or its ``checkpoint.safetensors``), on
         ``device``, bit-identical to the one that saved it. No data is needed.
 
         ``config``, when given, must be the configuration the checkpoint was made with (up to
         the device and other settings that do not change results); it is used instead of the
         stored one (``--resume`` passes the command line's); ``plan``, when given, replaces the
-        stored plan (``--resume`` passes the benchmark it continues).
+        stored plan (``--resume`` passes the benchmark it continues). Opening counts as ``setup``
+        on ``clock`` (default: a new one).
 
         Raises:
             ConfigError: ``device`` unknown or absent here (the file is not blamed).
             CheckpointError: missing, damaged or inconsistent checkpoint, or one made with
                 another configuration than ``config`` (one line naming the file).
         """
+        check_device(device)
+        clock = clock or PhaseClock()
+        with clock.phase("setup"):
+            return cls._open(path, device, progress, config, plan, observers, clock)
+
+    @classmethod
+    def _open(cls, path, device, progress, config, plan, observers, clock) -> "Learner":
         from unforget.config import same_run
 
-        check_device(device)
         path = checkpoint_file(path)
         tensors, meta = load_checkpoint(path, device)
         check_run_checkpoint(path, tensors, meta)
@@ -158,7 +185,7 @@ class Learner:
         if plan is None:
             plan = SequencePlan(tuple(meta["input_shape"]), meta.get("planned_tasks"),
                                 meta.get("benchmark", config.benchmark.name), meta.get("benchmark_info", {}))
-        learner = cls.create(config, plan, progress=progress, observers=observers)
+        learner = cls.create(config, plan, progress=progress, observers=observers, clock=clock)
         learner.load_state(path, tensors, meta)
         return learner
 
@@ -176,6 +203,7 @@ class Learner:
                                   f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
         self.R, self.records = meta["accuracy_matrix"], meta["records"]
         self.wall_time_s = float(meta["wall_time_s"])
+        self.run_seconds = dict(meta.get("run_phase_seconds") or {})
         self.notes = dict(meta.get("notes") or {})
         stored = meta.get("tasks") or []
         self.tasks = [dict(t) for t in stored] if len(stored) == len(self.records) else \
@@ -194,6 +222,9 @@ class Learner:
 
         Appends ``task``'s row to :attr:`R` (an earlier task absent from ``test_on`` is ``None``:
         never invented) and its record to :attr:`records`; observers are told before and after.
+        An earlier task whose certificate is unchanged keeps R[j][j] untested (exact methods,
+        unless :attr:`retest`; :mod:`unforget.evaluation.certify`): the record's ``certified``
+        lists those task ids. The record's ``phase_seconds`` says where the task's time went.
 
         Returns:
             The task's record.
@@ -209,27 +240,35 @@ class Learner:
             takes = sorted(n for n in list_methods() if get_method(n).takes_pretrained)
             raise PretrainedUnsupported(f"method {self.config.method} cannot take a pretrained task 1 yet; "
                                         f"methods that can: {', '.join(takes)}")
+        self.settle_time()  # what came before (data loading, setup) belongs to the run, not the task
         for obs in self.observers:
             obs.before_task(self, task)
         t0 = time.perf_counter()
         seed_everything(task_seed(self.config, task.id))
-        rec = self.method.learn(task)
+        with self.clock.phase("training"):
+            rec = self.method.learn(task)
         rec["train_time_s"] = time.perf_counter() - t0
-        size = self.method.size()
+        with self.clock.phase("size_accounting"):
+            size = self.method.size()
+            cap = self.method.capacity()
         for key in ("model_size_bytes", "expansion_ratio", "released_ratio"):
             rec[key] = size.get(key)
-        cap = self.method.capacity()
         if cap:
             rec["capacity"] = {layer: c.get("used_share") for layer, c in cap.items()}
         given = {t.id: t for t in test_on if t.id < task.id}
         given[task.id] = task
         self._verification: dict = {}
-        self.R.append([self.test(given[j]) if j in given else None for j in range(1, task.id + 1)])
+        with self.clock.phase("evaluation"):
+            row, certified = self._test_row(task, given)
+            if self.method.exact:
+                rec["certificate"] = certificate(self.method.model_for(task.id), task)
+            if hasattr(self.method, "infer_task"):
+                rec["task_inference"] = self.task_inference(list(given.values()))
+        self.R.append(row)
+        rec["certified"] = certified
         if self._verification:  # the verification protocol's spread too (the paper: mean +- std)
             rec["verification"] = {str(j): {"accuracy": r.accuracy, "std": r.std, "fold_accuracies": r.fold_accuracies}
                                    for j, r in self._verification.items()}
-        if hasattr(self.method, "infer_task"):
-            rec["task_inference"] = self.task_inference(list(given.values()))
         self.records.append(rec)
         from unforget.serving import preprocessing_of
 
@@ -243,10 +282,54 @@ class Learner:
                            **({"test_protocol": f"verification, {len(task.pairs.folds)} folds of pairs"}
                               if task.pairs is not None else {}),
                            **(info or {})})
-        self.wall_time_s += time.perf_counter() - t0
+        self.settle_time(rec)
         for obs in self.observers:
             obs.after_task(self, task, rec)
         return rec
+
+    def _test_row(self, task: Task, given: dict[int, Task]) -> tuple[list[Optional[float]], list[int]]:
+        """Row ``task.id`` of R over the tasks in ``given``, and the earlier task ids whose entry
+        was certified rather than tested (:meth:`certified_accuracy`)."""
+        row: list[Optional[float]] = []
+        certified: list[int] = []
+        for j in range(1, task.id + 1):
+            if j not in given:
+                row.append(None)
+                continue
+            value = self.certified_accuracy(given[j]) if j < task.id else None
+            if value is None:
+                value = self.test(given[j])
+            else:
+                certified.append(j)
+            row.append(value)
+        return row, certified
+
+    def certified_accuracy(self, task: Task) -> Optional[float]:
+        """R[j][j] of the learned task ``task`` (id j) when its certificate
+        (:func:`unforget.evaluation.certify.certificate`) is unchanged since R[j][j] was measured:
+        its test accuracy now, known without a test pass. ``None`` (test it) with :attr:`retest`,
+        for a method that may forget, a verification task (its fold spread is recorded per row),
+        a task with no stored certificate or R[j][j], or a changed certificate."""
+        j = task.id
+        if self.retest or not self.method.exact or task.pairs is not None or j > len(self.records):
+            return None
+        stored = self.records[j - 1].get("certificate")
+        measured = self.R[j - 1][j - 1] if j - 1 < len(self.R) and len(self.R[j - 1]) >= j else None
+        if stored is None or measured is None:
+            return None
+        return measured if certificate(self.method.model_for(j), task) == stored else None
+
+    def settle_time(self, record: Optional[dict] = None) -> dict[str, float]:
+        """Book the seconds :attr:`clock` counted since the last call: into ``record``'s
+        ``phase_seconds`` (a task's), or into :attr:`run_seconds` when ``record`` is ``None``;
+        :attr:`wall_time_s` grows by their sum. Returns the booked seconds per phase."""
+        taken = self.clock.take()
+        self.wall_time_s += sum(taken.values())
+        if record is None:
+            self.run_seconds = add_seconds(self.run_seconds, taken)
+        else:
+            record["phase_seconds"] = add_seconds(record.get("phase_seconds") or {}, taken)
+        return taken
 
     def test(self, task: Task, split: str = "test") -> float:
         """Accuracy (fraction) of the learned model on ``task``'s ``split``; for a pretrained
@@ -394,7 +477,7 @@ class Learner:
                 "benchmark_info": self.plan.info, "planned_tasks": self.plan.n_tasks,
                 "input_shape": list(self.plan.input_shape),
                 "trainer_rounds": {str(t): r for t, r in self.method.trainer._rounds.items()},
-                "tasks": self.tasks, "notes": self.notes}
+                "tasks": self.tasks, "notes": self.notes, "run_phase_seconds": self.run_seconds}
         return tensors, meta
 
     def save(self, path: str | Path) -> Path:
@@ -409,7 +492,13 @@ class Learner:
     def results(self, checkpoint: Optional[Path] = None) -> dict:
         """The ``results.json`` mapping (design.md, "Metrics and reports"); with ``checkpoint``
         (its file), ``checkpoint_bytes`` is that file's size beside the reported
-        ``model_size_bytes``."""
+        ``model_size_bytes`` (the last task's, measured once when it was learned).
+
+        ``phase_seconds``: ``{"total": seconds per phase over the run, "run": those of no task}``
+        (phases: :data:`unforget.training.phases.PHASES`; each task's own are in its entry);
+        they add up to ``wall_time_s``. ``evaluation``: ``{"retest", "tested", "certified"}``,
+        the entries of R measured by a test pass and those certified unchanged."""
+        self.settle_time()
         tasks = []
         for info, rec in zip(self.tasks, self.records):
             first = {k: rec.get(k) for k in ("accuracy_goal", "pruning_ratio", "width", "train_time_s",
@@ -420,7 +509,15 @@ class Learner:
         R = self.R
         complete = bool(R) and all(v is not None for v in R[-1])  # the last row: average accuracy
         full = bool(R) and all(v is not None for row in R for v in row)  # every row: BWT, forgetting
-        size = self.method.size()
+        last = self.records[-1] if self.records else {}
+        with self.clock.phase("size_accounting"):
+            size = last if "model_size_bytes" in last else self.method.size()
+            capacity = self.method.capacity()
+        total = dict(self.run_seconds)
+        for rec in self.records:
+            total = add_seconds(total, rec.get("phase_seconds") or {})
+        certified = sum(len(rec.get("certified") or []) for rec in self.records)
+        measured = sum(v is not None for row in R for v in row)
         return {
             "benchmark": self.plan.name, "method": self.config.method, "config": run_identity(self.config),
             "benchmark_info": self.plan.info, "tasks": tasks, "accuracy_matrix": R,
@@ -431,8 +528,10 @@ class Learner:
             "checkpoint_bytes": checkpoint_size(checkpoint) if checkpoint is not None and Path(checkpoint).is_file()
             else None,
             "expansion_ratio": size.get("expansion_ratio"),
-            "released_ratio": size.get("released_ratio"), "capacity": self.method.capacity(),
-            "wall_time_s": self.wall_time_s, "device": self.config.device, "unforget_version": __version__,
+            "released_ratio": size.get("released_ratio"), "capacity": capacity,
+            "wall_time_s": self.wall_time_s, "phase_seconds": {"total": total, "run": dict(self.run_seconds)},
+            "evaluation": {"retest": self.retest, "tested": measured - certified, "certified": certified},
+            "device": self.config.device, "unforget_version": __version__,
             "exact_method": self.method.exact, "input_shape": list(self.plan.input_shape),
             "threads": torch.get_num_threads(), "auto_config": self.notes.get("auto_config"),
             "distributed": self.notes.get("distributed"),
@@ -500,9 +599,12 @@ class RunFolderWriter(TaskObserver):
         self.out = Path(out)
 
     def after_task(self, learner: Learner, task: Task, record: dict) -> None:
-        tensors, meta = learner.state()
-        path = save_checkpoint(self.out / CHECKPOINT, tensors, meta)
-        write_results(self.out, learner.results(path))
+        with learner.clock.phase("checkpoint_writing"):
+            tensors, meta = learner.state()
+            path = save_checkpoint(self.out / CHECKPOINT, tensors, meta)
+        learner.settle_time(record)  # the task's checkpoint is part of its time
+        with learner.clock.phase("checkpoint_writing"):
+            write_results(self.out, learner.results(path))
 
 
 def write_results(out: Path, results: dict) -> None:

@@ -92,12 +92,14 @@ def reachable_tasks(learner: Learner, data_root: Optional[str] = None) -> list[T
 
 def learn_task(model_dir: str | Path, data: str | Path, *, name: Optional[str] = None,
                data_root: Optional[str] = None, device: Optional[str] = None, progress: bool = True,
-               say=print, log: Sequence[str] = ("csv",)) -> dict:
+               say=print, log: Sequence[str] = ("csv",), retest: bool = False) -> dict:
     """Learn one new task from ``data`` into the run in ``model_dir``; returns its ``results.json``.
 
     ``say`` gets one line before learning ("N tasks learned, learning task N+1 (NAME)") and one
     after (earlier tasks re-evaluated or not). Training epochs are appended to the run's training
     log (``log``: ``OUT/log.csv``, ``"tensorboard"`` event files too; :func:`~unforget.training.epochlog.run_loggers`).
+    An earlier task whose served network and test data are unchanged keeps its accuracy without a
+    test pass (:mod:`unforget.evaluation.certify`); ``retest`` re-tests every reachable one.
 
     Raises:
         RunFolderError: ``model_dir`` holds no run, or another process writes to it;
@@ -108,10 +110,12 @@ def learn_task(model_dir: str | Path, data: str | Path, *, name: Optional[str] =
             raise RunFolderError(f"{out} holds no trained model (no {CHECKPOINT}); train one with `unforget run` first")
         observers = ([ProgressLine()] if progress else []) + [RunFolderWriter(out)]
         learner = Learner.open(out, device or "cpu", progress=progress, observers=observers)
+        learner.retest = retest
         n = learner.n_learned
-        task = read_task(data, n + 1, learner.plan.input_shape, name=name, seed=learner.config.benchmark.seed,
-                         val_fraction=learner.config.benchmark.val_fraction)
-        earlier = reachable_tasks(learner, data_root)
+        with learner.clock.phase("data_loading"):
+            task = read_task(data, n + 1, learner.plan.input_shape, name=name, seed=learner.config.benchmark.seed,
+                             val_fraction=learner.config.benchmark.val_fraction)
+            earlier = reachable_tasks(learner, data_root)
         say(f"{n} tasks learned, learning task {n + 1} ({task.name}) from {data}")
         loggers = run_loggers(out, tuple(log)) if log else []
         learner.log_to(loggers)
@@ -121,6 +125,8 @@ def learn_task(model_dir: str | Path, data: str | Path, *, name: Optional[str] =
             for logger in loggers:
                 logger.close()
         missing = [i for i in range(1, n + 1) if i not in {t.id for t in earlier}]
+        certified = len(learner.records[-1].get("certified") or [])
         say(f"earlier tasks re-evaluated: {len(earlier)} of {n}" +
+            (f" ({certified} certified unchanged without a test pass; --retest tests them)" if certified else "") +
             (f"; not re-evaluated (test data not reachable, recorded as null): {missing}" if missing else ""))
         return learner.results(out / CHECKPOINT)  # as RunFolderWriter wrote it after the task

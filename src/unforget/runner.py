@@ -15,6 +15,7 @@ from unforget.learner import (Learner, ProgressLine, RunFolderWriter, SameModelC
                               check_device, write_results)
 from unforget.methods import Method
 from unforget.runfolder import run_folder
+from unforget.training.phases import PhaseClock
 from unforget.training.epochlog import run_loggers
 
 __all__ = ["run", "load_benchmark", "load_method", "build_method", "check_device", "write_results"]
@@ -33,7 +34,7 @@ def load_benchmark(config: RunConfig, data_root: Optional[str] = None, download:
 def run(config: RunConfig, *, data_root: Optional[str] = None, out_dir: Optional[str | Path] = None,
         resume: bool = False, progress: bool = True, benchmark: Optional[Benchmark] = None,
         download: bool = False, overwrite: bool = False, log: Sequence[str] = ("csv",),
-        notes: Optional[dict] = None) -> dict:
+        notes: Optional[dict] = None, retest: bool = False, clock: Optional[PhaseClock] = None) -> dict:
     """Learn every task of the configured benchmark with the configured method.
 
     After task i the learner is tested on the test split of tasks 1..i (row i of the accuracy
@@ -46,7 +47,11 @@ def run(config: RunConfig, *, data_root: Optional[str] = None, out_dir: Optional
     With ``out_dir``, every training epoch is logged (``log``: ``"csv"`` writes ``OUT/log.csv``,
     ``"tensorboard"`` event files in ``OUT/tensorboard/``; :mod:`unforget.training.epochlog`).
     ``notes`` (JSON-able, e.g. ``{"auto_config": ...}``) go into ``results.json`` and the
-    checkpoint (:attr:`Learner.notes`).
+    checkpoint (:attr:`Learner.notes`). An exact method's earlier task whose served network and
+    test data are unchanged keeps R[j][j] without a test pass (:mod:`unforget.evaluation.certify`);
+    ``retest`` re-tests every entry. ``results.json``'s ``phase_seconds`` say where the time went,
+    counted on ``clock`` when the caller has already timed part of the run on it (loading the
+    ``benchmark`` it passes), else on a new one.
 
     Returns:
         The ``results.json`` mapping (design.md, "Metrics and reports"), plus the key
@@ -70,42 +75,48 @@ def run(config: RunConfig, *, data_root: Optional[str] = None, out_dir: Optional
             if resume and out_dir is None:
                 raise UnforgetError("--resume needs the run's output folder (--out)")
             return _run(config, data_root, Path(out_dir) if resume else None, resume, False, benchmark, download, (),
-                        notes, write=False)
+                        notes, write=False, retest=retest, clock=clock)
     if out_dir is None:
         if resume:
             raise UnforgetError("--resume needs the run's output folder (--out)")
-        return _run(config, data_root, None, False, progress, benchmark, download, (), notes)
+        return _run(config, data_root, None, False, progress, benchmark, download, (), notes, retest=retest,
+                    clock=clock)
     with run_folder(out_dir, resume=resume, overwrite=overwrite) as out:
-        return _run(config, data_root, out, resume, progress, benchmark, download, tuple(log), notes)
+        return _run(config, data_root, out, resume, progress, benchmark, download, tuple(log), notes, retest=retest,
+                    clock=clock)
 
 
 def _run(config: RunConfig, data_root: Optional[str], out: Optional[Path], resume: bool, progress: bool,
          benchmark: Optional[Benchmark], download: bool, log: tuple[str, ...], notes: Optional[dict],
-         write: bool = True) -> dict:
-    bench = benchmark or load_benchmark(config, data_root, download)
-    if config.pretrained is not None and not (bench.tasks and isinstance(bench.tasks[0], PretrainedTask)):
-        from unforget.pretrained import with_pretrained_task
+         write: bool = True, retest: bool = False, clock: Optional[PhaseClock] = None) -> dict:
+    clock = clock or PhaseClock()
+    with clock.phase("data_loading"):
+        bench = benchmark or load_benchmark(config, data_root, download)
+        if config.pretrained is not None and not (bench.tasks and isinstance(bench.tasks[0], PretrainedTask)):
+            from unforget.pretrained import with_pretrained_task
 
-        bench = with_pretrained_task(bench, config.pretrained, config.benchmark.seed)
+            bench = with_pretrained_task(bench, config.pretrained, config.benchmark.seed)
     loggers = run_loggers(out, log) if out is not None and log and write else []
     try:
-        return _learn_all(config, bench, out, resume, progress, loggers, notes, write)
+        return _learn_all(config, bench, out, resume, progress, loggers, notes, write, clock, retest)
     finally:
         for logger in loggers:
             logger.close()
 
 
 def _learn_all(config: RunConfig, bench: Benchmark, out: Optional[Path], resume: bool, progress: bool,
-               loggers: list, notes: Optional[dict], write: bool = True) -> dict:
+               loggers: list, notes: Optional[dict], write: bool, clock: PhaseClock, retest: bool) -> dict:
     observers = ([ProgressLine()] if progress else []) + ([RunFolderWriter(out)] if out is not None and write else [])
     if distributed.active():
         observers.insert(0, SameModelCheck())
     if resume:
         if not (out / CHECKPOINT).is_file():
             raise UnforgetError(f"--resume: no checkpoint in {out}; run without --resume first")
-        learner = Learner.open(out, config.device, progress=progress, config=config, plan=bench, observers=observers)
+        learner = Learner.open(out, config.device, progress=progress, config=config, plan=bench, observers=observers,
+                               clock=clock)
     else:
-        learner = Learner.create(config, bench, progress=progress, observers=observers)
+        learner = Learner.create(config, bench, progress=progress, observers=observers, clock=clock)
+    learner.retest = retest
     if notes:
         learner.notes.update(notes)
     learner.log_to(loggers)

@@ -56,13 +56,45 @@ def markdown_report(results: dict) -> str:
                      f"task id not given): {_pct(inference['accuracy'])} % of batches right after the last task")
     elif inference.get("error"):
         lines.append(f"- task-id inference: not possible here ({inference['error']})")
+    ev = results.get("evaluation") or {}
+    if ev.get("certified"):
+        lines.append(f"- R: {ev['certified']} entries of earlier tasks certified unchanged (task j's served network and "
+                     f"test data bit-identical to when R[j, j] was measured: R[j, j] kept), {ev.get('tested', 0)} "
+                     "measured by a test pass; `--retest` tests them all")
+    elif ev.get("retest"):
+        lines.append("- R: every entry measured by a test pass (--retest)")
     auto = results.get("auto_config")
     if auto:
         lines += ["", f"Automatic configuration for own data: {auto.get('reason', '')}"]
+    lines += time_table(results)
     why = decisions(results)
     if why:
         lines += ["", *why]
     return "\n".join(lines) + "\n"
+
+
+def time_table(results: dict) -> list[str]:
+    """Markdown lines of "Where the time went": seconds per phase (``phase_seconds``) per task
+    and over the run, with each phase's share of the run; ``[]`` for results without them."""
+    from unforget.training.phases import PHASES
+
+    total = (results.get("phase_seconds") or {}).get("total") or {}
+    if not total:
+        return []
+    cols = [p for p in PHASES if total.get(p)]
+    tasks = results["tasks"]
+    lines = ["", "Where the time went (seconds; each second in one phase):", "",
+             "| | " + " | ".join(p.replace("_", " ") for p in cols) + " | all |", "|---" * (len(cols) + 2) + "|"]
+    run = (results.get("phase_seconds") or {}).get("run") or {}
+    if run:
+        lines.append("| run (no task) | " + " | ".join(f"{run.get(p, 0):.1f}" for p in cols) + f" | {sum(run.values()):.1f} |")
+    for i, t in enumerate(tasks):
+        s = t.get("phase_seconds") or {}
+        lines.append(f"| T{i + 1} | " + " | ".join(f"{s.get(p, 0):.1f}" for p in cols) + f" | {sum(s.values()):.1f} |")
+    all_s = sum(total.values())
+    lines.append("| **total** | " + " | ".join(f"{total[p]:.1f}" for p in cols) + f" | {all_s:.1f} |")
+    lines.append("| share | " + " | ".join(f"{100 * total[p] / all_s:.0f} %" for p in cols) + " | 100 % |")
+    return lines
 
 
 def _n(v) -> str:

@@ -18,6 +18,7 @@ from unforget.models.heads import batch_labels
 from unforget.training import acceleration
 from unforget.training.epochlog import EpochLogger, EpochRecord, phase_of
 from unforget.training.hooks import Hook, TrainState
+from unforget.training.phases import FIT_PHASES, PhaseClock
 from unforget.training.progress import Display
 
 
@@ -43,12 +44,12 @@ def accuracy(model: nn.Module, task: Task, split: str = "test", batch_size: int 
     data: Split = getattr(task, split)
     was_training = model.training
     model.eval()
-    correct = 0
+    correct = torch.zeros((), dtype=torch.int64, device=device)  # summed where the model runs: one sync
     for i in range(0, len(data), batch_size):
         x = task.transform(data.x[i:i + batch_size], train=False).to(device)
-        correct += int((model(x, task.id).argmax(1).cpu() == data.y[i:i + batch_size]).sum())
+        correct += (model(x, task.id).argmax(1) == data.y[i:i + batch_size].to(device)).sum()
     model.train(was_training)
-    value = correct / max(1, len(data))
+    value = int(correct) / max(1, len(data))
     return distributed.agree_float(value) if agree else value  # decisions follow process 0
 
 
@@ -69,6 +70,9 @@ class Trainer:
             :class:`~unforget.training.epochlog.EpochRecord` per epoch of every fit (with the
             validation accuracy after the epoch, measured only when there is a logger).
         method_name: written into the records.
+        phases: where the time goes (:class:`~unforget.training.phases.PhaseClock`): a fit
+            counts as its phase (``training``, ``compaction`` or ``goal_references``, from
+            ``desc``), validation passes as ``evaluation``; shared with :meth:`child` trainers.
     """
 
     def __init__(self, config: TrainConfig, device: str = "cpu", seed: int = 0, progress: bool = True,
@@ -80,6 +84,7 @@ class Trainer:
         self.display = display if display is not None else Display(enabled=progress)
         self.loggers: list[EpochLogger] = []
         self.method_name = ""
+        self.phases = PhaseClock()
         self._rounds: dict[int, int] = {}
         """Fits run so far per task id: the batch order of task t's r-th fit depends only on
         (seed, t, r), so a run resumed after task t - 1 draws what an uninterrupted one does."""
@@ -88,7 +93,7 @@ class Trainer:
         """A trainer with this one's settings, display and loggers and its own ``seed`` (and
         batch-order counters), for reference models trained beside the method's."""
         t = Trainer(self.config, device=str(self.device), seed=seed, progress=self.progress, display=self.display)
-        t.loggers, t.method_name = self.loggers, self.method_name
+        t.loggers, t.method_name, t.phases = self.loggers, self.method_name, self.phases
         return t
 
     # -------------------------------------------------------------- optimizers
@@ -167,7 +172,7 @@ class Trainer:
         else:
             scheds = list(schedule)
         fmt = acceleration.training_layout(model, self.config.memory_format, self.device)
-        with acceleration.layout(model, fmt):
+        with self.phases.phase(FIT_PHASES[phase_of(desc)]), acceleration.layout(model, fmt):
             return self._fit(model, task, optimizers, hooks, epochs, desc, scheds, log, fmt)
 
     def _fit(self, model, task, optimizers, hooks, epochs, desc, scheds, log, fmt) -> dict:
@@ -257,8 +262,10 @@ class Trainer:
             for h in hooks:
                 h.after_epoch(state)
             seconds = time.perf_counter() - epoch_start
-            val = (accuracy(model, task, "val", self.config.eval_batch_size, self.device, agree=False)
-                   if self.loggers and len(task.val) else None)  # for the log only (process 0's)
+            val = None
+            if self.loggers and len(task.val):  # for the log only (process 0's)
+                with self.phases.phase("evaluation"):
+                    val = accuracy(model, task, "val", self.config.eval_batch_size, self.device, agree=False)
             self.display.epoch_done(f"{desc} {epoch + 1}/{epochs}", stats, val, seconds, fit_left(epoch + 1))
             if self.loggers:
                 ratio = state.extra.get("pruning_ratio", (log or {}).get("pruning_ratio"))
@@ -274,4 +281,6 @@ class Trainer:
         return stats
 
     def accuracy(self, model: nn.Module, task: Task, split: str = "val") -> float:
-        return accuracy(model, task, split, self.config.eval_batch_size, self.device)
+        """:func:`accuracy` at the configured evaluation batch size, counted as ``evaluation``."""
+        with self.phases.phase("evaluation"):
+            return accuracy(model, task, split, self.config.eval_batch_size, self.device)
