@@ -1,6 +1,7 @@
 """Mini-batch training and evaluation of one task, shared by every method."""
 from __future__ import annotations
 
+import math
 import random
 import time
 from typing import Iterable, Optional, Sequence
@@ -204,7 +205,11 @@ class Trainer:
             for h in hooks:
                 h.before_epoch(state)
             perm = distributed.shard(torch.randperm(n, generator=gen))
-            total, correct, loss_sum = 0, 0, 0.0
+            # summed where the model runs and read once, at the epoch's end: no host sync in a step
+            total = 0
+            correct = torch.zeros((), dtype=torch.int64, device=self.device)
+            loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+            penalised = torch.zeros((), dtype=torch.float64, device=self.device)  # losses with hook penalties
             bar = self.display.bar(n_batches, f"{desc} {epoch + 1}/{epochs}")
             for b in bar:
                 idx = perm[b * bs:(b + 1) * bs]
@@ -229,10 +234,8 @@ class Trainer:
                     extra = h.penalty(state)
                     if extra is not None:
                         loss = loss + extra
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(f"training diverged on task {task.id} ({desc}, epoch {epoch + 1}, batch "
-                                           f"{b + 1}): the loss is {float(loss.detach())}; lower the learning rate or the "
-                                           "method's penalty strength (e.g. methods.ewc.lambda)")
+                if loss is not state.loss:
+                    penalised.add_(loss.detach())  # a non-finite loss stays non-finite in the sum
                 for o in optimizers:
                     o.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -248,16 +251,21 @@ class Trainer:
                 for h in hooks:
                     h.after_step(state)
                 total += len(idx)
-                correct += int((state.logits.detach().argmax(1) == state.y).sum())
-                loss_sum += float(state.loss.detach()) * len(idx)
-                if self.progress and b % 10 == 0 and not bar.disable:
-                    bar.set_postfix_str(f"loss {loss_sum / total:.3f}, acc {correct / total:.3f}, "
+                correct.add_((state.logits.detach().argmax(1) == state.y).sum())
+                loss_sum.add_(state.loss.detach(), alpha=len(idx))
+                if self.progress and b % 10 == 0 and not bar.disable:  # a terminal's bar reads every 10 steps
+                    bar.set_postfix_str(f"loss {float(loss_sum) / total:.3f}, acc {int(correct) / total:.3f}, "
                                         f"{self.display.etas(fit_left(epoch + (b + 1) / n_batches))}")
             bar.close()
             lr = optimizers[0].param_groups[0]["lr"] if optimizers else None
             for s in scheds:
                 s.step()
-            loss_sum, correct, total = distributed.sum_across([loss_sum, correct, total])
+            read = torch.stack([loss_sum, correct.double(), penalised]).tolist()  # the epoch's one read
+            loss_sum, correct, penalty_sum, total = distributed.sum_across([*read, total])  # every process raises
+            if not (math.isfinite(loss_sum) and math.isfinite(penalty_sum)):
+                raise TrainingDiverged(f"training diverged on task {task.id} ({desc}, epoch {epoch + 1}): the loss was "
+                                       "not finite; lower the learning rate or the method's penalty strength "
+                                       "(e.g. methods.ewc.lambda)")
             stats = {"loss": loss_sum / max(1, total), "train_accuracy": correct / max(1, total)}
             for h in hooks:
                 h.after_epoch(state)
