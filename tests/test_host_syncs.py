@@ -4,30 +4,14 @@ with its number of steps. Counted on the CPU with a TorchFunctionMode, as they w
 GPU (every ``item`` / ``bool`` / ``int`` / ``float`` / ``tolist`` of a tensor is a sync there)."""
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
 
 from unforget.config import TrainConfig
 from unforget.data.task import Split, Task
 from unforget.layers import begin_task, end_task, to_task_aware, weighted_layers
 from unforget.models import build_model
 from unforget.training import Trainer
+from unforget.training.counters import HostReads
 from unforget.training.trainer import TrainingDiverged
-
-READS = {"item", "__bool__", "__int__", "__float__", "tolist"}
-
-
-class HostReads(TorchFunctionMode):
-    """Counts tensor reads by the host (each is a device sync on a GPU)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if getattr(func, "__name__", "") in READS:
-            self.count += 1
-        return func(*args, **(kwargs or {}))
-
 
 class _Float:
     def __call__(self, x, train=False, generator=None):
