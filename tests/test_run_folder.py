@@ -154,3 +154,57 @@ def test_compare_reports_a_damaged_checkpoint_instead_of_retraining(tmp_path):
                 say=said.append)
     assert ckpt.read_bytes().endswith(b"garbage")  # not replaced by a retrained run
     assert not (tmp_path / "packnet" / "results.json").exists()
+
+
+# ------------------------------------------------------------------ a full disk
+def _disk_fills_at_write(monkeypatch, n: int, how: str):
+    """The ``n``-th checkpoint write (1-based) fails as a full disk does: safetensors' error,
+    or a plain ``OSError(ENOSPC)`` (both seen on a small tmpfs)."""
+    import errno
+
+    import unforget.checkpoint as ckpt
+
+    real, calls = ckpt.save_file, []
+
+    def save_file(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) == n:
+            Path(filename).write_bytes(b"partial")  # what a full disk leaves behind
+            if how == "safetensors":
+                raise RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
+                                   "message: \"No space left on device\" })")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(ckpt, "save_file", save_file)
+
+
+@pytest.mark.parametrize("how", ["safetensors", "oserror"])
+def test_a_full_disk_is_one_line_and_the_last_task_is_safe(tmp_path, monkeypatch, how):
+    from unforget.errors import DiskFullError
+    from unforget.learner import Learner
+
+    out = tmp_path / "r"
+    _disk_fills_at_write(monkeypatch, 2, how)
+    with pytest.raises(DiskFullError) as e:
+        _run(out, n_tasks=3)
+    msg = str(e.value)
+    assert "\n" not in msg and "no space left" in msg and str(out) in msg and "--resume" in msg
+    assert not list(out.glob("*.tmp"))  # the partial file is gone, giving the space back
+    assert Learner.open(out).n_learned == 1  # task 1's checkpoint is whole
+    monkeypatch.undo()
+    resumed = _run(out, n_tasks=3, resume=True)
+    assert resumed["accuracy_matrix"] == _run(tmp_path / "whole", n_tasks=3)["accuracy_matrix"]
+
+
+def test_a_full_disk_on_the_command_line_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import unforget.atomic as atomic
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(atomic.Path, "write_bytes", lambda self, data: full(self, data))
+    err = _cli_err(capsys, ["run", "-q", "--epochs", "1", "--out", str(tmp_path / "r")])
+    assert "no space left on the disk holding" in err and "intact" in err

@@ -3,7 +3,11 @@ the target in one ``os.replace``; a reader sees the old file or the new one, nev
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+from unforget.errors import DiskFullError, is_disk_full
 
 TMP_SUFFIX = ".tmp"
 
@@ -14,12 +18,34 @@ def temp_path(path: str | Path) -> Path:
     return path.with_name(path.name + TMP_SUFFIX)
 
 
+@contextmanager
+def disk_full_is_one_line(path: str | Path) -> Iterator[None]:
+    """Around an atomic write of ``path``: a full disk becomes :class:`DiskFullError` (one line
+    saying where, and that the previous version of the file is intact), and the partial
+    temporary file is removed to give the space back."""
+    path = Path(path)
+    try:
+        yield
+    except Exception as e:
+        if not is_disk_full(e):
+            raise
+        temp_path(path).unlink(missing_ok=True)
+        raise DiskFullError(f"no space left on the disk holding {path.parent}: {path.name} was not written (its "
+                            "previous version, if any, is intact); free space, then run the command again (a run "
+                            "continues from its last finished task with --resume)") from None
+
+
 def write_atomic(path: str | Path, data: bytes | str) -> Path:
-    """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically; returns ``path``."""
+    """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically; returns ``path``.
+
+    Raises:
+        DiskFullError: the disk is full (``path`` keeps its previous content).
+    """
     path = Path(path)
     tmp = temp_path(path)
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    with disk_full_is_one_line(path):
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
     return path
 
 

@@ -20,7 +20,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from unforget.atomic import temp_path
+from unforget.atomic import disk_full_is_one_line, temp_path
 from unforget.errors import CheckpointError
 from unforget.storage import PICK_NAME, EncodingError, decode, encode
 
@@ -52,16 +52,21 @@ def digest(meta_json: str, tensors: dict[str, torch.Tensor], storage_json: str |
 
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     """Write ``tensors`` and the JSON-able ``meta`` to ``path`` atomically, with their digest;
-    returns the path."""
+    returns the path.
+
+    Raises:
+        DiskFullError: the disk is full (one line; the previous checkpoint at ``path`` is intact).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     flat, specs = encode({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
     flat = {k: v.contiguous().clone() for k, v in flat.items()}  # no shared storage in the file
     text, storage = json.dumps(meta), json.dumps(specs)
-    save_file(flat, str(tmp), metadata={META_KEY: text, STORAGE_KEY: storage,
-                                        DIGEST_KEY: digest(text, flat, storage)})
-    os.replace(tmp, path)
+    with disk_full_is_one_line(path):
+        save_file(flat, str(tmp), metadata={META_KEY: text, STORAGE_KEY: storage,
+                                            DIGEST_KEY: digest(text, flat, storage)})
+        os.replace(tmp, path)
     return path
 
 

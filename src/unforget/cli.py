@@ -404,6 +404,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UnforgetError as e:
         print(f"unforget: error: {' '.join(str(e).splitlines())}", file=sys.stderr)  # always one line
         return 2
+    except Exception as e:  # a full disk under any other writer (training log, TensorBoard): one line too
+        from unforget.errors import is_disk_full
+
+        if not is_disk_full(e):
+            raise
+        where = getattr(e, "filename", None)
+        print(f"unforget: error: no space left on the disk{f' holding {where}' if where else ''}; the checkpoint "
+              "of the last finished task is intact: free space, then run the command again (--resume continues "
+              "a run)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"unforget: {_interrupted(a)}", file=sys.stderr)
         return 130

@@ -26,6 +26,27 @@ class RunFolderError(UnforgetError):
     run that would be overwritten."""
 
 
+class DiskFullError(RunFolderError):
+    """No space left on the disk a file was being written to; the file's previous version is
+    intact (every run-folder file is written atomically)."""
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """Whether ``e``, or an exception it was raised from, says the disk is full
+    (``OSError`` ENOSPC, or safetensors' "No space left on device (os error 28)")."""
+    import errno
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(e) or "os error 28" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 class InputError(UnforgetError, ValueError):
     """An input a served model cannot take: ``x`` of the wrong type, shape or dtype, or a task id
     that is not an integer (a ``ValueError`` too)."""
