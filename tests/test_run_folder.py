@@ -208,3 +208,32 @@ def test_a_full_disk_on_the_command_line_exits_2_with_one_line(tmp_path, monkeyp
     monkeypatch.setattr(atomic.Path, "write_bytes", lambda self, data: full(self, data))
     err = _cli_err(capsys, ["run", "-q", "--epochs", "1", "--out", str(tmp_path / "r")])
     assert "no space left on the disk holding" in err and "intact" in err
+
+
+# ------------------------------------------------------------------ logs of abandoned attempts
+def _log_rows(out: Path) -> list[tuple]:
+    import csv
+
+    with open(out / "log.csv", newline="") as f:
+        return [(r["task"], r["phase"], r["desc"], r["epoch"]) for r in csv.DictReader(f)]
+
+
+def test_a_resumed_run_logs_what_an_uninterrupted_one_does(tmp_path, monkeypatch):
+    import unforget.training.trainer as trainer_mod
+
+    real = trainer_mod.Trainer.fit
+
+    def dies_in_task_3(self, model, task, *args, **kwargs):
+        stats = real(self, model, task, *args, **kwargs)
+        if task.id == 3:  # after task 3's first fit was logged
+            raise RuntimeError("killed")
+        return stats
+
+    monkeypatch.setattr(trainer_mod.Trainer, "fit", dies_in_task_3)
+    with pytest.raises(RuntimeError, match="killed"):
+        _run(tmp_path / "r", n_tasks=4)
+    assert {row[0] for row in _log_rows(tmp_path / "r")} == {"1", "2", "3"}
+    monkeypatch.undo()
+    _run(tmp_path / "r", n_tasks=4, resume=True)
+    _run(tmp_path / "whole", n_tasks=4)
+    assert _log_rows(tmp_path / "r") == _log_rows(tmp_path / "whole")

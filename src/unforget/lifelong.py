@@ -118,6 +118,8 @@ def learn_task(model_dir: str | Path, data: str | Path, *, name: Optional[str] =
             earlier = reachable_tasks(learner, data_root)
         say(f"{n} tasks learned, learning task {n + 1} ({task.name}) from {data}")
         loggers = run_loggers(out, tuple(log)) if log else []
+        for logger in loggers:  # a killed `learn` of this task left rows that this one writes again
+            logger.forget_after(n)
         learner.log_to(loggers)
         try:
             learner.learn(task, test_on=earlier, info={"source": {"path": str(Path(data).resolve())}})

@@ -117,6 +117,8 @@ def _learn_all(config: RunConfig, bench: Benchmark, out: Optional[Path], resume:
     else:
         learner = Learner.create(config, bench, progress=progress, observers=observers, clock=clock)
     learner.retest = retest
+    for logger in loggers:  # epochs of a task that did not finish are logged again by this attempt
+        logger.forget_after(learner.n_learned)
     if notes:
         learner.notes.update(notes)
     learner.log_to(loggers)

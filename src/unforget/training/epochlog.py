@@ -11,6 +11,7 @@ epoch took.
 from __future__ import annotations
 
 import csv
+import io
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -81,6 +82,11 @@ class EpochLogger:
     def close(self) -> None:
         """Flush and release files."""
 
+    def forget_after(self, n_tasks: int) -> None:
+        """Drop what was logged for tasks after ``n_tasks``: epochs of an attempt that did not
+        finish (a killed run about to resume, a killed ``learn`` about to be repeated), which
+        the next attempt logs again. Loggers that cannot take rows back keep them."""
+
 
 class CSVLog(EpochLogger):
     """Appends one row per epoch to ``path`` (``log.csv`` in a run folder; a header when the file
@@ -105,6 +111,26 @@ class CSVLog(EpochLogger):
     def close(self) -> None:
         if not self._f.closed:
             self._f.close()
+
+    def forget_after(self, n_tasks: int) -> None:
+        """Rewrite the file (atomically) without the rows of tasks after ``n_tasks``, so that
+        a resumed run's log holds the rows an uninterrupted run's does."""
+        from unforget.atomic import write_atomic
+
+        self._f.flush()
+        with open(self.path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        kept = [r for r in rows if not (r.get("task") or "").isdigit() or int(r["task"]) <= n_tasks]
+        if len(kept) == len(rows):
+            return
+        self._f.close()
+        text = io.StringIO(newline="")
+        w = csv.DictWriter(text, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows({k: r.get(k, "") for k in COLUMNS} for r in kept)
+        write_atomic(self.path, text.getvalue())
+        self._f = open(self.path, "a", newline="", encoding="utf-8")
+        self._w = csv.DictWriter(self._f, fieldnames=COLUMNS)
 
 
 class TensorBoardLog(EpochLogger):
