@@ -403,3 +403,20 @@ def test_model_casts_integer_batches(served):
     for x in (xi.to(torch.uint8), xi, xi.to(torch.int32), xi.numpy().astype(np.uint8), xi.numpy()):
         assert torch.equal(served(x, task=1), expected)
     assert served.predict(xi.to(torch.uint8), task=1).dtype == torch.int64
+
+
+def test_report_on_one_run_folder_rebuilds_its_report_and_figures(capsys, tmp_path, tiny_run):
+    """`unforget report RUN` on a run's own folder (issue 29 item 5, issue 26 item 4)."""
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(tiny_run, folder)
+    (folder / "report.md").unlink()
+    assert main(["report", str(folder)]) == 0
+    report = (folder / "report.md").read_text()
+    assert report.startswith("## packnet on toy") and "Accuracy matrix R[i, j]" in report
+    assert "![heatmap_packnet](heatmap_packnet.png)" in report and (folder / "heatmap_packnet.png").is_file()
+    assert (folder / "accuracy_over_tasks.png").is_file()
+    capsys.readouterr()
+    err = _one_line_error(capsys, ["report", str(tmp_path / "empty-does-not-exist")])
+    assert "no results.json in" in err and "`unforget run` or `unforget compare`" in err

@@ -133,8 +133,8 @@ def _parser() -> argparse.ArgumentParser:
                        "cpg,packnet,pae,piggyback,scratch,finetune --data-root ../shared/data")
     c.add_argument("--methods", required=True, help="comma-separated method names, e.g. cpg,packnet,scratch")
     _common(c)
-    rp = sub.add_parser("report", help="rebuild a comparison's report and figures from saved results (no training)")
-    rp.add_argument("folder", help="folder written by `unforget compare`")
+    rp = sub.add_parser("report", help="rebuild the report and figures of a run or a comparison from saved results (no training)")
+    rp.add_argument("folder", help="folder written by `unforget compare`, or one run's folder (`unforget run --out`)")
     rp.add_argument("--no-plots", action="store_true", help="tables only")
     sub.add_parser("list", help="list benchmarks, methods and models")
     lr = sub.add_parser("learn", help="add one new task to a trained model (lifelong use)",

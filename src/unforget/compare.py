@@ -14,29 +14,46 @@ from unforget.config import RunConfig, same_run
 from unforget.methods import get_method
 from unforget.methods.base import method_options
 from unforget.errors import ConfigError, RunFolderError
-from unforget.evaluation.compare import comparison_report, load_results
+from unforget.evaluation.compare import comparison_report, load_results, read_results
 from unforget.runner import load_benchmark, run, write_results
 from unforget.checkpoint import CHECKPOINT, check_run_checkpoint, load_checkpoint
 from unforget.runfolder import locked
 
 
 def write_report(folder: str | Path, plots: bool = True, say: Callable[[str], None] = print) -> Path:
-    """(Re)build ``folder/report.md`` and the PNG figures from ``folder/*/results.json``,
-    without training. Returns the report's path. A figure that cannot be drawn (no matplotlib,
-    a plotting error) costs only the figures: ``say`` gets one line why, and the report is
-    written without them."""
-    folder = Path(folder)
-    runs = load_results(folder)
-    files: list[str] = []
-    if plots:
-        try:
-            from unforget.evaluation.plots import all_plots
+    """(Re)build ``folder/report.md`` and the PNG figures without training: from
+    ``folder/*/results.json`` for a comparison, or from ``folder/results.json`` for one run
+    (its report with its figures: accuracy over tasks, the R heat map, size, capacity). Returns
+    the report's path. A figure that cannot be drawn (no matplotlib, a plotting error) costs only
+    the figures: ``say`` gets one line why, and the report is written without them.
 
-            files = all_plots(runs, folder)
-        except Exception as e:  # noqa: BLE001 - figures are never worth the results
-            say(f"figures skipped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); the report "
-                "has the tables; redraw with `unforget report FOLDER` once fixed")
-    return write_atomic(folder / "report.md", comparison_report(runs, files))
+    Raises:
+        UnforgetError: neither a run's nor a comparison's results in ``folder``; RunFolderError:
+            a damaged ``results.json`` (one line naming the file).
+    """
+    folder = Path(folder)
+    if (folder / "results.json").is_file() and not any(folder.glob("*/results.json")):  # one run
+        from unforget.evaluation import markdown_report
+
+        run_results = read_results(folder / "results.json")
+        files = _figures({run_results["method"]: run_results}, folder, plots, say)
+        figures = ["", "## Figures", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in files] if files else []
+        return write_atomic(folder / "report.md", "\n".join([markdown_report(run_results).rstrip(), *figures]) + "\n")
+    runs = load_results(folder)
+    return write_atomic(folder / "report.md", comparison_report(runs, _figures(runs, folder, plots, say)))
+
+
+def _figures(runs: dict[str, dict], folder: Path, plots: bool, say: Callable[[str], None]) -> list[str]:
+    if not plots:
+        return []
+    try:
+        from unforget.evaluation.plots import all_plots
+
+        return all_plots(runs, folder)
+    except Exception as e:  # noqa: BLE001 - figures are never worth the results
+        say(f"figures skipped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); the report "
+            "has the tables; redraw with `unforget report FOLDER` once fixed")
+        return []
 
 
 def plan(config: RunConfig, folder: Path, n_tasks: int) -> tuple[str, str]:

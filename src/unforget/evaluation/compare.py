@@ -164,7 +164,8 @@ def load_results(folder: str | Path) -> dict[str, dict]:
                                                   "`unforget report`").get("methods", [])
     found = {p.parent.name: p for p in sorted(folder.glob("*/results.json"))}
     if not found:
-        raise UnforgetError(f"no */results.json under {folder}; run `unforget compare` first")
+        raise UnforgetError(f"no results.json in {folder} (a run's folder) nor */results.json under it (a "
+                            "comparison's); give the folder of `unforget run` or `unforget compare`")
     names = [m for m in order if m in found] + [m for m in found if m not in order]
     return {m: read_results(found[m]) for m in names}
 
