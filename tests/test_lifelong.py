@@ -99,3 +99,23 @@ def test_learn_refuses_what_does_not_fit(tmp_path):
     with pytest.raises(DataError, match="no task data"):
         learn_task(out, tmp_path / "absent.npz", progress=False)
     assert unforget.load(out).task_ids == [1]  # nothing was written
+
+
+def test_learning_the_same_data_twice_needs_again(tmp_path):
+    """A retry after a `learn` that was stopped once its checkpoint was written must not learn
+    the same data a second time without being asked (issue 29, item 2)."""
+    from unforget.errors import RunFolderError
+    from unforget.lifelong import learn_task
+
+    cfg = RunConfig.model_validate({"method": "packnet", "model": {"name": "mlp", "width": 0.03},
+                                    "train": {"epochs": 1, "batch_size": 16}})
+    out = tmp_path / "run"
+    run(cfg, benchmark=gaussian_benchmark(2, 3, DIM, 48, seed=4), out_dir=out, progress=False)
+    data = _npz(tmp_path / "third.npz", 1)
+    learn_task(out, data, progress=False, say=lambda _: None)
+    before = (out / "checkpoint.safetensors").read_bytes()
+    with pytest.raises(RunFolderError, match=r"is task 3's \('third'\), learned already.*--again"):
+        learn_task(out, data, progress=False, say=lambda _: None)
+    assert (out / "checkpoint.safetensors").read_bytes() == before  # nothing learned, nothing written
+    res = learn_task(out, data, progress=False, say=lambda _: None, again=True)
+    assert len(res["accuracy_matrix"]) == 4 and res["tasks"][3]["data_digest"] == res["tasks"][2]["data_digest"]

@@ -237,3 +237,52 @@ def test_a_resumed_run_logs_what_an_uninterrupted_one_does(tmp_path, monkeypatch
     _run(tmp_path / "r", n_tasks=4, resume=True)
     _run(tmp_path / "whole", n_tasks=4)
     assert _log_rows(tmp_path / "r") == _log_rows(tmp_path / "whole")
+
+
+# ------------------------------------------------------------------ learn mixed with --resume
+def test_resume_refuses_a_folder_whose_tasks_are_not_the_benchmarks(tmp_path):
+    """A run stopped after task 2, then `unforget learn` (task 3 = the npz), then `--resume`: the
+    benchmark's task 3 was never learned, and resuming would test the npz task's head on the
+    benchmark's task 3. Refused in one line, nothing written."""
+    import numpy as np
+
+    from unforget.lifelong import learn_task
+
+    out = tmp_path / "r"
+    _run(out, n_tasks=2)
+    g = np.random.default_rng(0)
+    np.savez(tmp_path / "t.npz", x_train=g.normal(size=(48, 12)).astype(np.float32), y_train=np.arange(48) % 3,
+             x_test=g.normal(size=(24, 12)).astype(np.float32), y_test=np.arange(24) % 3)
+    learn_task(out, tmp_path / "t.npz", progress=False, say=lambda _: None)
+    before = (out / "results.json").read_bytes(), (out / CHECKPOINT).read_bytes()
+    with pytest.raises(RunFolderError, match=r"task 3 in .* is 't' \(added by `unforget learn` from .*t.npz\), but "
+                                             r"task 3 of toy is 'toy-t3'.*unforget learn"):
+        _run(out, n_tasks=4, resume=True)
+    assert ((out / "results.json").read_bytes(), (out / CHECKPOINT).read_bytes()) == before
+
+
+def test_the_checkpoint_is_the_truth_when_results_json_lags(tmp_path, monkeypatch, capsys):
+    """A kill between the checkpoint's rename and results.json's leaves one more task in the
+    checkpoint; `report` (and `learn`, `--resume`) rebuild results.json and report.md from it."""
+    from unforget.cli import main
+
+    real, calls = learner_mod.write_results, []
+
+    def dies_before_results_of_task_3(out, results):
+        calls.append(len(results["accuracy_matrix"]))
+        if len(results["accuracy_matrix"]) == 3:
+            raise RuntimeError("killed")
+        return real(out, results)
+
+    monkeypatch.setattr(learner_mod, "write_results", dies_before_results_of_task_3)
+    out = tmp_path / "r"
+    with pytest.raises(RuntimeError, match="killed"):
+        _run(out, n_tasks=4)
+    monkeypatch.undo()
+    assert len(json.loads((out / "results.json").read_text())["accuracy_matrix"]) == 2  # lags the checkpoint
+    assert main(["report", str(out), "--no-plots"]) == 0
+    assert "rebuilt from the checkpoint" in capsys.readouterr().out
+    rebuilt = json.loads((out / "results.json").read_text())
+    assert len(rebuilt["accuracy_matrix"]) == 3 and "| T3 |" in (out / "report.md").read_text()
+    finished = _run(out, n_tasks=4, resume=True)
+    assert finished["accuracy_matrix"] == _run(tmp_path / "whole", n_tasks=4)["accuracy_matrix"]

@@ -155,6 +155,9 @@ def _parser() -> argparse.ArgumentParser:
     lr.add_argument("--data-root", help="where the run's benchmark data is, to re-evaluate its tasks")
     lr.add_argument("--device", help="cpu (default) or cuda")
     lr.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    lr.add_argument("--again", action="store_true",
+                    help="learn data that a learned task already holds (same inputs and labels) as a new task; "
+                         "refused otherwise, so that a retry after a stopped `learn` does not learn it twice")
     _retest(lr)
     lr.add_argument("--log", action="append", choices=["tensorboard"], default=[],
                     help="also write TensorBoard event files to MODEL_DIR/tensorboard/ (OUT/log.csv is always appended)")
@@ -313,7 +316,7 @@ def _learn(a: argparse.Namespace) -> None:
     from unforget.lifelong import learn_task
 
     results = learn_task(a.model_dir, a.data, name=a.name, data_root=a.data_root, device=a.device,
-                         progress=not a.quiet, log=("csv", *a.log), retest=a.retest)
+                         progress=not a.quiet, log=("csv", *a.log), retest=a.retest, again=a.again)
     row = results["accuracy_matrix"][-1]
     cells = ", ".join("not re-evaluated" if v is None else f"{100 * v:.2f} %" for v in row)
     print(f"task {len(row)} learned; test accuracy per task now: {cells}")

@@ -32,9 +32,15 @@ def write_report(folder: str | Path, plots: bool = True, say: Callable[[str], No
             a damaged ``results.json`` (one line naming the file).
     """
     folder = Path(folder)
-    if (folder / "results.json").is_file() and not any(folder.glob("*/results.json")):  # one run
+    one_run = (folder / "results.json").is_file() or (folder / CHECKPOINT).is_file()
+    if one_run and not any(folder.glob("*/results.json")):
         from unforget.evaluation import markdown_report
 
+        if (folder / CHECKPOINT).is_file():  # the checkpoint is the truth
+            from unforget.learner import Learner, rebuild_stale_results
+
+            if rebuild_stale_results(folder, Learner.open(folder)):
+                say(f"results.json rebuilt from the checkpoint in {folder} (it held another number of tasks)")
         run_results = read_results(folder / "results.json")
         files = _figures({run_results["method"]: run_results}, folder, plots, say)
         figures = ["", "## Figures", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in files] if files else []

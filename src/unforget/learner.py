@@ -275,7 +275,9 @@ class Learner:
         per_task = self.plan.info.get("tasks") or []
         own = per_task[task.id - 1] if task.id <= len(per_task) and isinstance(per_task[task.id - 1], dict) else {}
         resize = own.get("resize") or self.plan.info.get("resize", "stretch")  # a task's own rule wins
-        self.tasks.append({"name": task.name, "classes": list(task.classes),
+        with self.clock.phase("data_loading"):  # which data this was: `learn` refuses to learn it twice
+            data_digest = task.data_digest()
+        self.tasks.append({"name": task.name, "classes": list(task.classes), "data_digest": data_digest,
                            "preprocessing": preprocessing_of(task, resize),
                            **({"accuracy_given": True} if isinstance(task, PretrainedTask) and task.accuracy_given
                               and task.pairs is None else {}),
@@ -605,6 +607,23 @@ class RunFolderWriter(TaskObserver):
         learner.settle_time(record)  # the task's checkpoint is part of its time
         with learner.clock.phase("checkpoint_writing"):
             write_results(self.out, learner.results(path))
+
+
+def rebuild_stale_results(out: Path, learner: "Learner") -> bool:
+    """The checkpoint is the truth: when ``out/results.json`` is missing, unreadable or holds
+    another number of tasks than ``learner`` (opened from ``out``'s checkpoint; a kill between
+    the checkpoint's rename and results.json's leaves one more task in the checkpoint), rewrite
+    ``results.json`` and ``report.md`` from the learner. Returns whether it rewrote them."""
+    import json
+
+    try:
+        rows = len(json.loads((out / "results.json").read_text()).get("accuracy_matrix") or [])
+    except (OSError, ValueError, AttributeError):
+        rows = -1
+    if rows == learner.n_learned:
+        return False
+    write_results(out, learner.results(out / CHECKPOINT))
+    return True
 
 
 def write_results(out: Path, results: dict) -> None:

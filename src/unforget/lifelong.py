@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 from unforget.checkpoint import CHECKPOINT
 from unforget.data.task import Task
 from unforget.errors import DataError, RunFolderError, UnforgetError
-from unforget.learner import Learner, ProgressLine, RunFolderWriter
+from unforget.learner import Learner, ProgressLine, RunFolderWriter, rebuild_stale_results
 from unforget.runfolder import run_folder
 from unforget.training.epochlog import run_loggers
 
@@ -92,7 +92,7 @@ def reachable_tasks(learner: Learner, data_root: Optional[str] = None) -> list[T
 
 def learn_task(model_dir: str | Path, data: str | Path, *, name: Optional[str] = None,
                data_root: Optional[str] = None, device: Optional[str] = None, progress: bool = True,
-               say=print, log: Sequence[str] = ("csv",), retest: bool = False) -> dict:
+               say=print, log: Sequence[str] = ("csv",), retest: bool = False, again: bool = False) -> dict:
     """Learn one new task from ``data`` into the run in ``model_dir``; returns its ``results.json``.
 
     ``say`` gets one line before learning ("N tasks learned, learning task N+1 (NAME)") and one
@@ -100,9 +100,12 @@ def learn_task(model_dir: str | Path, data: str | Path, *, name: Optional[str] =
     log (``log``: ``OUT/log.csv``, ``"tensorboard"`` event files too; :func:`~unforget.training.epochlog.run_loggers`).
     An earlier task whose served network and test data are unchanged keeps its accuracy without a
     test pass (:mod:`unforget.evaluation.certify`); ``retest`` re-tests every reachable one.
+    Data that a learned task already holds (same digest of inputs and labels, e.g. a retry after
+    a ``learn`` killed once its checkpoint was written) is refused unless ``again``.
 
     Raises:
-        RunFolderError: ``model_dir`` holds no run, or another process writes to it;
+        RunFolderError: ``model_dir`` holds no run, another process writes to it, or the data is
+            a learned task's (without ``again``);
         CheckpointError: damaged checkpoint; DataError: unreadable data or inputs that do not fit.
     """
     with run_folder(model_dir, resume=True) as out:
@@ -110,12 +113,21 @@ def learn_task(model_dir: str | Path, data: str | Path, *, name: Optional[str] =
             raise RunFolderError(f"{out} holds no trained model (no {CHECKPOINT}); train one with `unforget run` first")
         observers = ([ProgressLine()] if progress else []) + [RunFolderWriter(out)]
         learner = Learner.open(out, device or "cpu", progress=progress, observers=observers)
+        if rebuild_stale_results(out, learner):
+            say(f"results.json and report.md rebuilt from the checkpoint ({learner.n_learned} tasks)")
         learner.retest = retest
         n = learner.n_learned
         with learner.clock.phase("data_loading"):
             task = read_task(data, n + 1, learner.plan.input_shape, name=name, seed=learner.config.benchmark.seed,
                              val_fraction=learner.config.benchmark.val_fraction)
             earlier = reachable_tasks(learner, data_root)
+        digest = task.data_digest()
+        same = [i for i, t in enumerate(learner.tasks, start=1) if t.get("data_digest") == digest]
+        if same and not again:
+            held = learner.tasks[same[0] - 1]
+            raise RunFolderError(f"the data in {data} is task {same[0]}'s ('{held['name']}'), learned already (the "
+                                 f"same inputs and labels; a `learn` stopped after its checkpoint was written keeps "
+                                 f"its task): nothing was learned; pass --again to learn the same data as a new task")
         say(f"{n} tasks learned, learning task {n + 1} ({task.name}) from {data}")
         loggers = run_loggers(out, tuple(log)) if log else []
         for logger in loggers:  # a killed `learn` of this task left rows that this one writes again

@@ -12,7 +12,7 @@ from unforget.config import RunConfig
 from unforget.data.task import Benchmark, PretrainedTask
 from unforget.errors import UnforgetError
 from unforget.learner import (Learner, ProgressLine, RunFolderWriter, SameModelCheck, build_method,  # noqa: F401
-                              check_device, write_results)
+                              check_device, rebuild_stale_results, write_results)
 from unforget.methods import Method
 from unforget.runfolder import run_folder
 from unforget.training.phases import PhaseClock
@@ -114,6 +114,9 @@ def _learn_all(config: RunConfig, bench: Benchmark, out: Optional[Path], resume:
             raise UnforgetError(f"--resume: no checkpoint in {out}; run without --resume first")
         learner = Learner.open(out, config.device, progress=progress, config=config, plan=bench, observers=observers,
                                clock=clock)
+        if write:
+            rebuild_stale_results(out, learner)
+        check_same_tasks(learner, bench, out)
     else:
         learner = Learner.create(config, bench, progress=progress, observers=observers, clock=clock)
     learner.retest = retest
@@ -133,6 +136,28 @@ def _learn_all(config: RunConfig, bench: Benchmark, out: Optional[Path], resume:
         write_results(out, results)
     results["_learner"] = learner
     return results
+
+
+def check_same_tasks(learner: Learner, bench: Benchmark, out: Path) -> None:
+    """Before ``--resume``: the tasks ``out`` holds must be the benchmark's first tasks, in
+    order (same names and classes, none added by ``unforget learn``), or the resumed run would
+    skip benchmark tasks and test a task's head on another task's data.
+
+    Raises:
+        RunFolderError: a learned task that is not the benchmark's task of that id (one line).
+    """
+    from unforget.errors import RunFolderError
+
+    for i, held in enumerate(learner.tasks, start=1):
+        source = (held.get("source") or {}).get("path")
+        planned = bench.tasks[i - 1] if i <= len(bench.tasks) else None
+        if source is None and planned is not None and \
+                (held["name"], list(held["classes"])) == (planned.name, list(planned.classes)):
+            continue
+        how = f"added by `unforget learn` from {source}" if source else "learned before"
+        want = f"task {i} of {bench.name} is '{planned.name}'" if planned else f"{bench.name} has {len(bench.tasks)} tasks"
+        raise RunFolderError(f"--resume: task {i} in {out} is '{held['name']}' ({how}), but {want}: the run cannot "
+                             f"continue its benchmark; add tasks to it with `unforget learn {out} --data ...`")
 
 
 def load_method(path: str | Path, device: str = "cpu") -> Method:

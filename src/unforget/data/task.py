@@ -7,10 +7,19 @@ memory as compact tensors (``uint8`` for images) and turned into float batches b
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
+
+
+def feed_tensor(h, name: str, t: torch.Tensor) -> None:
+    """Feed ``name``, the dtype, the shape and the raw bytes of ``t`` into the hash ``h``
+    (``hashlib``), so that two tensors feed the same bytes only when they are equal bit for bit."""
+    t = t.detach().to("cpu").contiguous()
+    h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
 @dataclass
@@ -67,6 +76,16 @@ class Task:
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+    def data_digest(self) -> str:
+        """SHA-256 (hex) of the task's data: inputs and labels of its train, validation and
+        test splits, bit for bit. Two reads of the same files give the same digest."""
+        h = hashlib.sha256()
+        for split in ("train", "val", "test"):
+            data = getattr(self, split)
+            feed_tensor(h, f"{split}.x", data.x)
+            feed_tensor(h, f"{split}.y", data.y)
+        return h.hexdigest()
 
 
 @dataclass

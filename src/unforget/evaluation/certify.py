@@ -17,20 +17,12 @@ from __future__ import annotations
 import hashlib
 from typing import Optional
 
-import torch
 from torch import nn
 
-from unforget.data.task import Task
+from unforget.data.task import Task, feed_tensor
 from unforget.errors import UnforgetError
 
-__all__ = ["certificate", "tensor_digest"]
-
-
-def tensor_digest(h, name: str, t: torch.Tensor) -> None:
-    """Feed ``name``, the dtype, the shape and the raw bytes of ``t`` into the hash ``h``."""
-    t = t.detach().to("cpu").contiguous()
-    h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+__all__ = ["certificate"]
 
 
 def certificate(model: nn.Module, task: Task) -> Optional[str]:
@@ -50,8 +42,8 @@ def certificate(model: nn.Module, task: Task) -> Optional[str]:
         return None
     h = hashlib.sha256(repr(plain).encode())
     for name, t in plain.state_dict().items():
-        tensor_digest(h, name, t)
-    tensor_digest(h, "test.x", task.test.x)
-    tensor_digest(h, "test.y", task.test.y)
+        feed_tensor(h, name, t)
+    feed_tensor(h, "test.x", task.test.x)
+    feed_tensor(h, "test.y", task.test.y)
     h.update(f"\0{task.name}\0{tuple(task.input_shape)}".encode())
     return h.hexdigest()
