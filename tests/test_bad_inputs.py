@@ -420,3 +420,14 @@ def test_report_on_one_run_folder_rebuilds_its_report_and_figures(capsys, tmp_pa
     capsys.readouterr()
     err = _one_line_error(capsys, ["report", str(tmp_path / "empty-does-not-exist")])
     assert "no results.json in" in err and "`unforget run` or `unforget compare`" in err
+
+
+def test_every_command_words_a_missing_model_alike(capsys, tmp_path):
+    """predict, export and learn on a folder without a checkpoint give the same line (issue 29)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    errs = {_one_line_error(capsys, argv) for argv in (["predict", str(empty), "--task", "1", "a.png"],
+                                                       ["export", str(empty), "--task", "1", "--out", str(tmp_path / "x.pt")],
+                                                       ["learn", str(empty), "--data", str(tmp_path / "t.npz")])}
+    assert errs == {f"unforget: error: {empty} holds no trained model (no checkpoint.safetensors); train one with "
+                    f"`unforget run --out {empty}` first, or give the folder of a run"}

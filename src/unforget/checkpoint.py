@@ -115,6 +115,13 @@ def checkpoint_file(path: str | Path) -> Path:
     return path / CHECKPOINT if path.is_dir() else path
 
 
+def no_trained_model(path: str | Path) -> str:
+    """The one line every command gives for a ``path`` (run folder or file) without a
+    checkpoint."""
+    return (f"{path} holds no trained model (no {CHECKPOINT}); train one with `unforget run --out {path}` first, "
+            "or give the folder of a run")
+
+
 def checkpoint_size(path: str | Path) -> int:
     """Bytes of the checkpoint file at ``path`` (a run folder or the file): the number
     ``results.json`` reports as ``checkpoint_bytes`` beside ``model_size_bytes``."""

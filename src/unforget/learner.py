@@ -22,7 +22,7 @@ import torch
 from unforget import __version__
 from unforget.atomic import write_atomic
 from unforget.checkpoint import (CHECKPOINT, check_run_checkpoint, checkpoint_file, checkpoint_size, load_checkpoint,
-                                 save_checkpoint)
+                                 no_trained_model, save_checkpoint)
 from unforget.config import RunConfig, run_identity
 from unforget.data.task import Benchmark, PretrainedTask, SequencePlan, Task
 from unforget.errors import CheckpointError, ConfigError, UnforgetError
@@ -170,6 +170,8 @@ class Learner:
     def _open(cls, path, device, progress, config, plan, observers, clock) -> "Learner":
         from unforget.config import same_run
 
+        if not checkpoint_file(path).is_file():
+            raise CheckpointError(no_trained_model(path))
         path = checkpoint_file(path)
         tensors, meta = load_checkpoint(path, device)
         check_run_checkpoint(path, tensors, meta)

@@ -14,7 +14,7 @@ import dataclasses
 from pathlib import Path
 from typing import Optional, Sequence
 
-from unforget.checkpoint import CHECKPOINT
+from unforget.checkpoint import CHECKPOINT, no_trained_model
 from unforget.data.task import Task
 from unforget.errors import DataError, RunFolderError, UnforgetError
 from unforget.learner import Learner, ProgressLine, RunFolderWriter, rebuild_stale_results
@@ -110,7 +110,7 @@ def learn_task(model_dir: str | Path, data: str | Path, *, name: Optional[str] =
     """
     with run_folder(model_dir, resume=True) as out:
         if not (out / CHECKPOINT).is_file():
-            raise RunFolderError(f"{out} holds no trained model (no {CHECKPOINT}); train one with `unforget run` first")
+            raise RunFolderError(no_trained_model(out))
         observers = ([ProgressLine()] if progress else []) + [RunFolderWriter(out)]
         learner = Learner.open(out, device or "cpu", progress=progress, observers=observers)
         if rebuild_stale_results(out, learner):
