@@ -43,7 +43,7 @@ def test_compare_rejects_bad_method_lists(tmp_path):
         compare("digits", ["cpg", "cpg"], tmp_path)
     with pytest.raises(UnforgetError, match="unknown method"):
         compare("digits", ["cpg", "nope"], tmp_path)
-    with pytest.raises(UnforgetError, match="no \\*/results.json"):
+    with pytest.raises(UnforgetError, match="no results.json in .* nor \\*/results.json under it"):
         write_report(tmp_path)
 
 
