@@ -214,3 +214,70 @@ def test_pick_learning_rate_schedule(own_free):
         sched.step()
     assert lrs[49] == pytest.approx(5e-4) and lrs[50] == pytest.approx(1e-4) and lrs[69] == pytest.approx(1e-4)
     assert lrs[70] == (0.0 if own_free else pytest.approx(1e-4))
+
+
+# ------------------------------------------------------------------ compact_search: bisect (issue 30)
+def _accuracy_by_ratio(monkeypatch, m, met_up_to: float, unpruned: float = 0.95) -> list[float]:
+    """Validation accuracy 0.9 at pruning ratios up to ``met_up_to``, 0.1 above (goal 0.5); the
+    ratio is read off the model (share of the task's weights released). Returns the ratios seen."""
+    seen: list[float] = []
+
+    def fake(model, task, split="val"):
+        owned = sum(int((l.owner == task.id).sum()) for _, l in weighted_layers(model))
+        if not seen and not getattr(fake, "started", False):
+            fake.started, fake.claimed = True, owned
+            return unpruned
+        r = round(1 - owned / fake.claimed, 2)
+        seen.append(r)
+        return 0.9 if r <= met_up_to + 1e-9 else 0.1
+
+    monkeypatch.setattr(m.trainer, "accuracy", fake)
+    return seen
+
+
+def test_bisect_tries_the_largest_first_then_halves_and_keeps_the_largest_that_met(monkeypatch):
+    m, bench = _method({"goal": "explicit", "goals": [0.5], "grow": False, "compact_search": "bisect",
+                        "retrain_epochs": 0}, n_tasks=1)
+    snaps = []
+    real_snapshot = m._snapshot
+    monkeypatch.setattr(m, "_snapshot", lambda: snaps.append(real_snapshot()) or snaps[-1])
+    seen = _accuracy_by_ratio(monkeypatch, m, met_up_to=0.6)
+    rec = m.learn(bench.tasks[0])
+    # ladder 0.1 .. 0.9, 0.95: 0.95 misses, 0.5 meets, 0.7 misses, 0.6 meets: 4 steps, not 10
+    assert seen == [0.95, 0.5, 0.7, 0.6]
+    assert list(rec["compaction"]) == ["0.95", "0.5", "0.7", "0.6"] and rec["network_epochs"] == 2 + 4
+    assert rec["pruning_ratio"] == 0.6 and rec["val_accuracy"] == 0.9
+    # the model is exactly the state kept after the 0.6 step (snapshots: unpruned, 0.5, 0.6)
+    kept = snaps[-1]
+    for k, v in m.model.state_dict().items():
+        if k in kept:
+            assert torch.equal(v, kept[k]), f"{k} differs from the state that met the goal"
+
+
+def test_bisect_stops_after_one_step_when_the_largest_ratio_meets(monkeypatch):
+    m, bench = _method({"goal": "explicit", "goals": [0.5], "grow": False, "compact_search": "bisect",
+                        "retrain_epochs": 0}, n_tasks=1)
+    seen = _accuracy_by_ratio(monkeypatch, m, met_up_to=0.95)
+    rec = m.learn(bench.tasks[0])
+    assert seen == [0.95] and rec["pruning_ratio"] == 0.95
+
+
+def test_bisect_keeps_the_reserve_ratio_when_nothing_above_it_met(monkeypatch):
+    m, bench = _method({"goal": "explicit", "goals": [0.5, 0.5, 0.5], "grow": False, "compact_search": "bisect",
+                        "retrain_epochs": 0, "reserve_for_tasks": 4}, n_tasks=3)  # reserve ratio 0.8
+    seen = _accuracy_by_ratio(monkeypatch, m, met_up_to=0.3)
+    rec = m.learn(bench.tasks[0])
+    assert seen[-1] == 0.8 and rec["pruning_ratio"] == 0.8  # below the reserve: pruned to it anyway
+    released = sum(int((l.owner == 0).sum()) for _, l in weighted_layers(m.model))
+    total = sum(l.owner.numel() for _, l in weighted_layers(m.model))
+    assert abs(released / total - 0.8) < 0.02
+
+
+def test_the_reference_ladder_is_the_default_and_the_paper_presets():
+    from unforget.config import preset
+    from unforget.methods.engine import EngineOptions
+
+    assert EngineOptions().compact_search == "ladder"
+    for bench in ("split-cifar100", "split-cifar10", "fine-grained", "facial", "permuted-mnist", "cifar10-cifar100"):
+        for method, options in preset(bench, "paper").get("methods", {}).items():
+            assert options.get("compact_search", "ladder") == "ladder", (bench, method)

@@ -69,6 +69,7 @@ class EngineOptions(BaseModel):
     prune_within_epochs: int = Field(4, ge=1, description="a ratio is reached gradually over this many epochs of its step (at most half the step)")
     prune_frequency: int = Field(10, ge=1, description="iterations between two gradual pruning updates")
     prune_patience: Optional[int] = Field(None, ge=1, description="stop the ladder after this many ratios in a row miss the goal (null: try all, as the reference)")
+    compact_search: Literal["ladder", "bisect"] = Field("ladder", description="goal mode: ladder (every ratio in turn, as the reference) or bisect (the largest ratio first, then bisection between the largest that met the goal and the smallest that missed; at most 1 + log2 of the ladder's steps)")
     reserve_for_tasks: Optional[int] = Field(None, ge=0, description="tasks to leave room for when a task misses its goal; "
                                                                      "null: the planned tasks still to come, at least 1 (1 when the plan is open)")
     # ---- retraining after compacting (reference's finetune_again step; learned picks only)
@@ -273,24 +274,15 @@ class EngineMethod(Method):
             return {"ratio": o.prune_ratio, "val": v, "ladder": {str(o.prune_ratio): v}, "epochs": o.prune_epochs}
         if missed and floor == 0:  # the reference prunes nothing here (must ratio 0)
             return {"ratio": 0.0, "val": val, "ladder": {}, "epochs": 0}
-        n_batches = self.trainer.steps_per_epoch(task)
+        if o.compact_search == "bisect":
+            return self._bisect(task, goal, val, missed, floor, initial, prune_lr, opts)
         best = (0.0, val, self._snapshot())
         at_floor = best if floor == 0 else None
         ladder: dict[str, float] = {}
         prev, misses, tried = 0.0, 0, 0
         for r in ratio_ladder(o.prune_ratio, o.prune_interval):
-            if o.prune_epochs == 0:
-                prune_own(self.model, k, r, initial, opts)
-                hooks = ()
-            else:
-                within = min(o.prune_within_epochs * n_batches, max(1, (o.prune_epochs * n_batches) // 2))
-                hooks = (GradualPruning(k, prev, r, initial, within, o.prune_frequency),)
-            # a fresh optimizer per ratio, as the reference starts each step anew
-            opts = self._optimizers(k, lr=prune_lr)
-            v, train_acc = self._fit(task, opts, o.prune_epochs, f"compact {r:.2f}", hooks=hooks,
-                                     log={"pruning_ratio": r})
+            v, gate_failed, opts = self._compact_step(task, prev, r, initial, prune_lr, opts)
             prev, tried = r, tried + 1
-            gate_failed = o.train_accuracy_gate is not None and o.prune_epochs > 0 and train_acc <= o.train_accuracy_gate
             if not gate_failed:
                 ladder[str(r)] = v
             met = goal is not None and v >= goal and not gate_failed
@@ -304,6 +296,67 @@ class EngineMethod(Method):
                 break
         chosen = best if (best[0] > 0 and not missed) else (at_floor or best)
         self._restore(chosen[2])
+        return {"ratio": chosen[0], "val": chosen[1], "ladder": ladder, "epochs": tried * o.prune_epochs}
+
+    def _compact_step(self, task: Task, prev: float, r: float, initial: dict[str, int], prune_lr: float,
+                      opts: list) -> tuple[float, bool, list]:
+        """One ratio of step 3: prune the task's own weights from ratio ``prev`` to ``r`` (of
+        ``initial``, its weights before compacting), gradually along the cubic schedule inside
+        ``prune_epochs`` epochs of training with a fresh optimizer (at once without epochs, with
+        ``opts``, the optimizers in use). Returns ``(validation accuracy, whether the training-
+        accuracy gate failed, the optimizers now in use)``."""
+        o: EngineOptions = self.options
+        k = task.id
+        if o.prune_epochs == 0:
+            prune_own(self.model, k, r, initial, opts)
+            hooks: tuple = ()
+        else:
+            n_batches = self.trainer.steps_per_epoch(task)
+            within = min(o.prune_within_epochs * n_batches, max(1, (o.prune_epochs * n_batches) // 2))
+            hooks = (GradualPruning(k, prev, r, initial, within, o.prune_frequency),)
+        # a fresh optimizer per ratio, as the reference starts each step anew
+        opts = self._optimizers(k, lr=prune_lr)
+        v, train_acc = self._fit(task, opts, o.prune_epochs, f"compact {r:.2f}", hooks=hooks, log={"pruning_ratio": r})
+        gate_failed = o.train_accuracy_gate is not None and o.prune_epochs > 0 and train_acc <= o.train_accuracy_gate
+        return v, gate_failed, opts
+
+    def _bisect(self, task: Task, goal: Optional[float], val: float, missed: bool, floor: float,
+                initial: dict[str, int], prune_lr: float, opts: list) -> dict:
+        """Step 3 as a search (``compact_search: bisect``): the largest ratio of the ladder
+        (:func:`ratio_ladder`) first, then bisection between the largest ratio known to meet the
+        goal and the smallest known to miss it; every trial prunes from the last state that met
+        the goal (rolled back to exactly, :meth:`_restore`). At most ``1 + ceil(log2(m))`` steps
+        for a ladder of ``m`` ratios, one when the largest meets, against ``m`` for the ladder.
+        As the ladder, it keeps the largest ratio tried whose validation accuracy met the goal,
+        and at least the reserve ratio ``floor`` (the first ladder ratio at or above it, met or
+        not, pruned from the state kept); a task that missed its goal before compacting is
+        pruned to that ratio in one step. Returns what :meth:`_compact` returns."""
+        o: EngineOptions = self.options
+        ratios = ratio_ladder(o.prune_ratio, o.prune_interval)
+        kept = (0.0, val, self._snapshot())  # the last state that met the goal: unpruned to begin with
+        ladder: dict[str, float] = {}
+        lo, hi, tried = -1, (0 if missed else len(ratios)), 0
+        while lo + 1 < hi:
+            i = hi - 1 if tried == 0 else (lo + hi) // 2
+            if tried:
+                self._restore(kept[2])
+            v, gate_failed, opts = self._compact_step(task, kept[0], ratios[i], initial, prune_lr, opts)
+            tried += 1
+            if not gate_failed:
+                ladder[str(ratios[i])] = v
+            if goal is not None and v >= goal and not gate_failed:
+                lo, kept = i, (ratios[i], v, self._snapshot())
+            else:
+                hi = i
+        self._restore(kept[2])
+        chosen = kept[:2]
+        if kept[0] < floor - 1e-9:  # leave free weights for the later tasks, as the ladder does
+            r = next(x for x in ratios if x >= floor - 1e-9)
+            v, gate_failed, opts = self._compact_step(task, kept[0], r, initial, prune_lr, opts)
+            tried += 1
+            if not gate_failed:
+                ladder[str(r)] = v
+            chosen = (r, v)
         return {"ratio": chosen[0], "val": chosen[1], "ladder": ladder, "epochs": tried * o.prune_epochs}
 
     def _retrain(self, task: Task, val: float) -> dict:
