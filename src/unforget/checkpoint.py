@@ -139,17 +139,46 @@ def checkpoint_parts(path: str | Path) -> dict[str, int]:
         CheckpointError: missing file or unreadable header.
     """
     path = checkpoint_file(path)
+    table = _header(path)
     try:
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            table = json.loads(f.read(n))
         spans = {k: v["data_offsets"][1] - v["data_offsets"][0] for k, v in table.items() if k != "__metadata__"}
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+    except (KeyError, TypeError, IndexError) as e:
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__})") from None
     training = sum(b for k, b in spans.items() if k.startswith(TRAINING_ONLY))
     size = path.stat().st_size
     return {"header": size - sum(spans.values()), "training_only": training,
             "model": sum(spans.values()) - training}
+
+
+def _header(path: Path) -> dict:
+    """The safetensors header (tensor table and ``__metadata__``) of the file at ``path``.
+
+    Raises:
+        CheckpointError: missing file or unreadable header.
+    """
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            table = json.loads(f.read(n))
+        if not isinstance(table, dict):
+            raise ValueError("not a mapping")
+        return table
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__})") from None
+
+
+def checkpoint_tasks(path: str | Path) -> int:
+    """Number of tasks the run checkpoint at ``path`` (a run folder or the file) holds, read
+    from its header alone (no tensor is loaded, the digest is not checked).
+
+    Raises:
+        CheckpointError: missing file, unreadable header or metadata.
+    """
+    path = checkpoint_file(path)
+    try:
+        return len(json.loads(_header(path)["__metadata__"][META_KEY])["records"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__})") from None
 
 
 def check_run_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> int:

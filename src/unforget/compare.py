@@ -37,9 +37,9 @@ def write_report(folder: str | Path, plots: bool = True, say: Callable[[str], No
         from unforget.evaluation import markdown_report
 
         if (folder / CHECKPOINT).is_file():  # the checkpoint is the truth
-            from unforget.learner import Learner, rebuild_stale_results
+            from unforget.learner import rebuild_stale_results
 
-            if rebuild_stale_results(folder, Learner.open(folder)):
+            if rebuild_stale_results(folder):  # opens the model only when results.json lags
                 say(f"results.json rebuilt from the checkpoint in {folder} (it held another number of tasks)")
         run_results = read_results(folder / "results.json")
         files = _figures({run_results["method"]: run_results}, folder, plots, say)

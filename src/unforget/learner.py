@@ -21,8 +21,8 @@ import torch
 
 from unforget import __version__
 from unforget.atomic import write_atomic
-from unforget.checkpoint import (CHECKPOINT, check_run_checkpoint, checkpoint_file, checkpoint_size, load_checkpoint,
-                                 no_trained_model, save_checkpoint)
+from unforget.checkpoint import (CHECKPOINT, check_run_checkpoint, checkpoint_file, checkpoint_size, checkpoint_tasks,
+                                 load_checkpoint, no_trained_model, save_checkpoint)
 from unforget.config import RunConfig, run_identity
 from unforget.data.task import Benchmark, PretrainedTask, SequencePlan, Task
 from unforget.errors import CheckpointError, ConfigError, UnforgetError
@@ -611,19 +611,26 @@ class RunFolderWriter(TaskObserver):
             write_results(self.out, learner.results(path))
 
 
-def rebuild_stale_results(out: Path, learner: "Learner") -> bool:
+def rebuild_stale_results(out: Path, learner: Optional["Learner"] = None) -> bool:
     """The checkpoint is the truth: when ``out/results.json`` is missing, unreadable or holds
-    another number of tasks than ``learner`` (opened from ``out``'s checkpoint; a kill between
-    the checkpoint's rename and results.json's leaves one more task in the checkpoint), rewrite
-    ``results.json`` and ``report.md`` from the learner. Returns whether it rewrote them."""
+    another number of tasks than ``out``'s checkpoint (a kill between the checkpoint's rename and
+    results.json's leaves one more task in the checkpoint), rewrite ``results.json`` and
+    ``report.md`` from ``learner`` (opened from that checkpoint; without it, the checkpoint's
+    header is read and the learner opened only when they disagree). Returns whether it rewrote
+    them.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be read or opened.
+    """
     import json
 
     try:
         rows = len(json.loads((out / "results.json").read_text()).get("accuracy_matrix") or [])
     except (OSError, ValueError, AttributeError):
         rows = -1
-    if rows == learner.n_learned:
+    if rows == (learner.n_learned if learner is not None else checkpoint_tasks(out)):
         return False
+    learner = learner or Learner.open(out)
     write_results(out, learner.results(out / CHECKPOINT))
     return True
 
