@@ -70,7 +70,7 @@ def test_a_compile_failure_is_one_clear_error(monkeypatch):
     from torch._dynamo.exc import Unsupported
 
     class Broken(torch.nn.Module):
-        def __init__(self, net):
+        def __init__(self, net, mode="default"):
             super().__init__()
             self.net = net
 
@@ -84,3 +84,63 @@ def test_a_compile_failure_is_one_clear_error(monkeypatch):
     m = build_method(cfg, bench, progress=False)
     with pytest.raises(acceleration.CompileError, match="without --compile"):
         m.learn(bench.tasks[0])
+
+
+def test_compile_makes_no_graph_break_and_no_recompile_within_a_cpg_task(monkeypatch):
+    """Issue 23, item 4: the task of a call is a constant of the trace (no ContextVar graph
+    break), the layers' mask caches are bypassed while tracing (no guard on their contents), so
+    a CPG task compiles one graph per set of trainable tensors and reuses it across epochs and
+    every step of the compaction ladder; a later task drops the earlier task's graphs."""
+    pytest.importorskip("torch._dynamo")
+    from torch._dynamo.utils import counters
+    from unforget.training.trainer import Trainer
+
+    torch._dynamo.reset()
+    counters.clear()
+    added: list = []
+    fit = Trainer._fit
+
+    def counted(self, model, task, *a):
+        before = counters["stats"]["unique_graphs"]
+        out = fit(self, model, task, *a)
+        added.append((task.id, a[3], counters["stats"]["unique_graphs"] - before))  # a[3]: desc
+        return out
+
+    monkeypatch.setattr(Trainer, "_fit", counted)
+    bench = gaussian_benchmark(3, 3, 12, 40, seed=4)
+    cfg = RunConfig.model_validate({"method": "cpg", "model": {"name": "mlp", "width": 0.02},
+                                    "train": {"epochs": 2, "batch_size": 16, "compile": True},
+                                    "methods": {"cpg": {"goal": "tolerance", "prune_interval": 0.2}}})
+    m = build_method(cfg, bench, progress=False)
+    probe = torch.randn(5, 12, generator=torch.Generator().manual_seed(2))
+    try:
+        m.learn(bench.tasks[0])
+    except acceleration.CompileError as e:  # e.g. no C++ compiler on this machine
+        pytest.skip(str(e))
+    before = m.logits(probe, 1)
+    m.learn(bench.tasks[1])
+    m.learn(bench.tasks[2])
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    compaction = [(t, g) for t, desc, g in added if desc.startswith("compact")]
+    assert len(compaction) >= 4, added  # the ladder ran several steps
+    for t in (2, 3):
+        fits = [g for task, _, g in added if task == t]
+        assert sum(fits) <= 2, added  # one graph with trainable picks, one with them frozen
+        steps = [g for task, g in compaction if task == t]
+        assert steps and all(g == 0 for g in steps[1:]), added  # the ladder reuses its graph
+    assert torch.equal(m.logits(probe, 1), before)
+
+
+def test_compile_mode_reaches_torch_compile_from_the_command_line(monkeypatch, tmp_path):
+    from unforget.cli import main
+
+    seen: list = []
+
+    def fake_compile(net, **kw):
+        seen.append(kw)
+        return net
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    assert main(["run", "-q", "--method", "scratch", "--epochs", "1", "--compile-mode", "reduce-overhead",
+                 "--out", str(tmp_path)]) == 0
+    assert seen and all(kw == {"mode": "reduce-overhead", "dynamic": False} for kw in seen), seen

@@ -84,6 +84,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_const", const=True, default=None,
                    help="train through torch.compile (train.compile; off by default: compiling takes time up front; "
                         "on CPU it needs a C++ compiler). Evaluation and serving stay eager")
+    p.add_argument("--compile-mode", choices=["default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile mode (train.compile_mode; implies --compile): reduce-overhead replays each "
+                        "training step as CUDA graphs (CUDA only), max-autotune also tunes kernels")
     p.add_argument("--device", help="cpu (default), cuda, cuda:N or mps")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or per-epoch lines")
     _retest(p)
@@ -197,7 +200,10 @@ def _served_task(p: argparse.ArgumentParser) -> None:
 def _overrides(a: argparse.Namespace) -> dict:
     o: dict = {}
     flags = {"epochs": a.epochs, "batch_size": a.batch_size, "optimizer": a.optimizer, "lr": a.lr,
-             "precision": a.precision, "memory_format": a.memory_format, "compile": a.compile}
+             "precision": a.precision, "memory_format": a.memory_format, "compile": a.compile,
+             "compile_mode": a.compile_mode}
+    if a.compile_mode is not None:
+        flags["compile"] = True
     train = {k: v for k, v in flags.items() if v is not None}
     if train:
         o["train"] = train

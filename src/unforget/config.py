@@ -111,6 +111,10 @@ class TrainConfig(_Strict):
     """Train through ``torch.compile`` (TorchInductor; on CPU it needs a C++ compiler). Off by
     default: compiling costs time up front and only pays on long runs. Evaluation and serving
     stay eager."""
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    """``torch.compile``'s ``mode`` when ``compile`` is on: ``reduce-overhead`` replays the
+    step's kernels as CUDA graphs (static shapes; CUDA only, ignored elsewhere),
+    ``max-autotune`` also searches kernel configurations (longer compiles)."""
 
     @field_validator("betas")
     @classmethod

@@ -235,11 +235,8 @@ class Supermask(TopCapacity):
     def superposed(self, layer, alphas):
         """``W * sum_t alphas[t-1] mask_t`` and ``sum_t alphas[t-1] b_t`` (Wortsman et al. 2020,
         Eq. 3); the stacked float masks are kept until the layer's masks change."""
-        key = ("stacked", len(alphas))
-        if key not in layer._cache:
-            layer._cache[key] = torch.stack([layer.pick_mask(t).to(layer.weight.dtype)
-                                             for t in range(1, len(alphas) + 1)])
-        stacked = layer._cache[key]
+        stacked = layer.cached(("stacked", len(alphas)), lambda: torch.stack(
+            [layer.pick_mask(t).to(layer.weight.dtype) for t in range(1, len(alphas) + 1)]))
         mix = torch.tensordot(alphas.to(stacked.dtype), stacked, dims=1)
         bias = None
         if layer.has_bias:
@@ -305,16 +302,14 @@ class UnitGates(MaskPolicy):
 
     def training_weight(self, layer, task):
         w = layer.weight
-        key = ("hat_factor", task)
-        if key not in layer._cache:  # the earlier tasks' gates do not change while a task trains
+        def make():  # the earlier tasks' gates do not change while a task trains
             out_prev = self.prev(layer).view(-1, *([1] * (w.dim() - 1)))
             if self.source is not None and self.source.layer_ref:
                 in_prev = self.prev(self.source.layer_ref[0]).view(1, -1, *([1] * (w.dim() - 2)))
-                factor = 1 - torch.minimum(out_prev, in_prev)
-            else:
-                factor = 1 - out_prev
-            layer._cache[key] = factor.expand_as(w).contiguous()
-        return _ConditionedWeight.apply(w, layer._cache[key], layer.decay)
+                return (1 - torch.minimum(out_prev, in_prev)).expand_as(w).contiguous()
+            return (1 - out_prev).expand_as(w).contiguous()
+        factor = layer.cached(("hat_factor", task), make)
+        return _ConditionedWeight.apply(w, factor, layer.decay)
 
     @torch.no_grad()
     def end_task(self, layer, task):

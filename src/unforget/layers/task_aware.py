@@ -125,34 +125,41 @@ class TaskAwareWeighted(nn.Module):
         """The frozen pick mask of a finished task (``bool``, W's shape) or ``None`` (all picked)."""
         return getattr(self, f"pick_{task}") if task in self.pick_tasks else None
 
+    def cached(self, key, make):
+        """``make()``, kept under ``key`` until :meth:`invalidate` (masks and other tensors that
+        are pure functions of the layer's owners, picks and shapes, for this layer and its mask
+        policy). While ``torch.compile`` traces, ``make()`` is computed inside the graph instead:
+        a lookup would make the graph guard on the cache's contents and recompile once it fills,
+        and the compiler fuses the mask ops into their consumers anyway."""
+        if torch.compiler.is_compiling():
+            return make()
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
     def _masks(self, task: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(own, prior)`` bool masks of ``task`` on its slice (cached until ``invalidate``)."""
-        key = ("own_prior", task)
-        if key not in self._cache:
+        def make():
             rows, cols = self.slice_for(task)
             o = self.owner[rows, cols]
-            self._cache[key] = (o == task, (o > 0) & (o < task))
-        return self._cache[key]
+            return o == task, (o > 0) & (o < task)
+        return self.cached(("own_prior", task), make)
 
     def _training_masks(self, task: int, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(own, visible, prior_weight)`` of the task in training on its slice: float 0/1 masks
         in ``w``'s dtype and the earlier tasks' weights ``w * prior`` (frozen while the task
         trains, so computed once per phase; cached until ``invalidate``, which any change of
         owners, picks, shapes or a loaded state calls)."""
-        key = ("training", task)
-        if key not in self._cache:
+        def make():
             own, prior = self._masks(task)
             own_f, prior_f = own.to(w.dtype), prior.to(w.dtype)
-            self._cache[key] = (own_f, own_f + prior_f, w.detach() * prior_f)
-        return self._cache[key]
+            return own_f, own_f + prior_f, w.detach() * prior_f
+        return self.cached(("training", task), make)
 
     def task_mask(self, task: int) -> torch.Tensor:
         """Bool mask (on the task's slice) of the weights task ``task`` uses once finished (the
         policy's rule, :meth:`MaskPolicy.served_mask`; cached until ``invalidate``)."""
-        key = ("mask", task)
-        if key not in self._cache:
-            self._cache[key] = self.policy.served_mask(self, task)
-        return self._cache[key]
+        return self.cached(("mask", task), lambda: self.policy.served_mask(self, task))
 
     def effective_weight(self, task: int) -> torch.Tensor:
         """Task ``task``'s effective weight, shape ``(width_t, in_width_t, *kernel)``.
@@ -181,7 +188,7 @@ class TaskAwareWeighted(nn.Module):
         tasks). An entry is valid only for the weight tensor object and in-place version it was
         made from, so any write to W (an optimizer step, ``load_state_dict``, growth) drops it."""
         size = self.ctx[0].serve_cache
-        if size <= 0 or torch.is_grad_enabled() and self.weight.requires_grad:
+        if size <= 0 or torch.is_grad_enabled() and self.weight.requires_grad or torch.compiler.is_compiling():
             return self._masked(task)
         served = self._cache.setdefault("served", {})
         stamp = (id(self.weight), self.weight._version)

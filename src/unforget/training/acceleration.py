@@ -56,11 +56,40 @@ def as_layout(x: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
     return x.contiguous(memory_format=fmt) if fmt != torch.contiguous_format and x.dim() == 4 else x
 
 
-def compiled(net: nn.Module) -> nn.Module:
-    """``torch.compile(net)`` (TorchInductor, default mode). Task-aware layers compile: their
-    autograd functions are traced with their exactness rules, and the task of a call
-    (a context variable) is read at a graph break."""
-    return torch.compile(net)
+def compiled(net: nn.Module, mode: str = "default") -> nn.Module:
+    """``torch.compile(net, mode=mode, dynamic=False)`` (TorchInductor; ``mode``:
+    ``train.compile_mode``, ``reduce-overhead`` = CUDA graphs). Task-aware layers
+    compile into one graph with the network: their autograd functions are traced with their
+    exactness rules and the task of a call is a constant of the graph
+    (:mod:`unforget.layers.context`). Static shapes and a specialised task id: a graph is made
+    for each task and each set of trainable tensors (a phase), and reused across the epochs and
+    repeats of that phase; the batch dimension is made dynamic by :func:`mark_batch` when an
+    epoch ends with a smaller batch."""
+    return torch.compile(net, mode=None if mode == "default" else mode, dynamic=False)
+
+
+_GRAPHS_OF: list = [None]
+"""The task whose training graphs ``torch.compile`` holds now."""
+
+
+def graphs_for_task(task: int) -> None:
+    """Before a compiled fit of ``task``: when the compiled graphs in memory were made for
+    another task, drop them (``torch.compiler.reset()``, which also drops graphs compiled
+    elsewhere in this process). Each task needs graphs of its own (its id, masks and trainable
+    tensors are constants of the graph), and TorchDynamo stops compiling a function after
+    ``recompile_limit`` (8) graphs and runs it eagerly from then on, so without this a long task
+    sequence would fall back to eager after about four tasks."""
+    if _GRAPHS_OF[0] not in (None, task):
+        torch.compiler.reset()
+    _GRAPHS_OF[0] = task
+
+
+def mark_batch(x: torch.Tensor, varies: bool) -> torch.Tensor:
+    """``x`` with its batch dimension marked dynamic for ``torch.compile`` when ``varies`` (an
+    epoch's last batch is smaller), so one graph serves every batch of a fit."""
+    if varies and x.shape[0] > 1:
+        torch._dynamo.maybe_mark_dynamic(x, 0)
+    return x
 
 
 def compile_failure(e: BaseException) -> CompileError:

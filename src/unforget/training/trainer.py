@@ -185,8 +185,10 @@ class Trainer:
         n_batches = state.steps_per_epoch = self.steps_per_epoch(task)
         net = distributed.wrap(model, self.device)  # gradients averaged across processes
         if self.config.compile:
-            net = acceleration.compiled(net)
+            acceleration.graphs_for_task(task.id)
+            net = acceleration.compiled(net, self.config.compile_mode)
         first_step = self.config.compile
+        ragged = self.config.compile and distributed.shard_length(n) % bs != 0  # a smaller last batch
         amp_dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(self.config.precision)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.config.precision == "16")
         for h in hooks:
@@ -215,6 +217,8 @@ class Trainer:
                 idx = perm[b * bs:(b + 1) * bs]
                 state.x = acceleration.as_layout(task.transform(task.train.x[idx], train=True, generator=gen)
                                                  .to(self.device), fmt)
+                if ragged:
+                    acceleration.mark_batch(state.x, True)
                 state.y = task.train.y[idx].to(self.device)
                 for h in hooks:
                     h.before_forward(state)
