@@ -107,6 +107,12 @@ class TrainConfig(_Strict):
     CUDA, ``contiguous`` elsewhere (on this project's CPU machine channels_last was slower;
     BENCHMARKS.md). The model returns to ``contiguous`` after every fit, so evaluation, serving
     and checkpoints never depend on it."""
+    data_on_device: Literal["auto", "true", "false"] = "auto"
+    """Keep a task's training split on the training device for a fit and make its batches there
+    (batch order and augmentation as device ops, drawn from a generator on the device;
+    :mod:`unforget.training.feed`): ``auto`` when it takes at most a quarter of the device's free
+    memory (always on the CPU), ``false``: gather and augment on the host and copy each batch
+    (pinned, non-blocking). On the CPU both are the same computation."""
     compile: bool = False
     """Train through ``torch.compile`` (TorchInductor; on CPU it needs a C++ compiler). Off by
     default: compiling costs time up front and only pays on long runs. Evaluation and serving
@@ -115,6 +121,11 @@ class TrainConfig(_Strict):
     """``torch.compile``'s ``mode`` when ``compile`` is on: ``reduce-overhead`` replays the
     step's kernels as CUDA graphs (static shapes; CUDA only, ignored elsewhere),
     ``max-autotune`` also searches kernel configurations (longer compiles)."""
+
+    @field_validator("data_on_device", mode="before")
+    @classmethod
+    def _yaml_bool(cls, v):
+        return {True: "true", False: "false"}.get(v, v) if isinstance(v, bool) else v
 
     @field_validator("betas")
     @classmethod

@@ -258,6 +258,28 @@ class ImageTransform:
         self.flatten = bool(flatten)
         self.crop_size = None if crop_size is None else int(crop_size)
         self.cutout = int(cutout)
+        self._stats_on: dict = {}
+        """Per device, made once: ``{(device, dtype): (mean, std)}`` shaped ``(1, C, 1, 1)`` and
+        ``{("permutation", device): permutation}``, so a batch made on a GPU copies nothing to
+        it and reads nothing back."""
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_stats_on"] = {}  # device tensors are not part of the transform's definition
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("_stats_on", {})
+        self.__dict__.update(state)
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        key = (x.device, x.dtype)
+        if key not in self._stats_on:
+            self._stats_on[key] = (_stats(self.mean, x.shape[1], x, "mean"), _stats(self.std, x.shape[1], x, "std"))
+        m, s = self._stats_on[key]
+        if m.shape[1] not in (1, x.shape[1]):  # cached for another channel count
+            return normalize(x, self.mean, self.std)
+        return (x - m) / s
 
     def __call__(self, x: torch.Tensor, train: bool = False,
                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -271,7 +293,9 @@ class ImageTransform:
         if self.crop_size is not None:
             x = random_resized_crop(x, self.crop_size, generator) if train else center_crop(x, self.crop_size)
         if self.mean is not None:
-            x = normalize(x, self.mean, self.std)
+            if min(self.std) <= 0:
+                raise ValueError("normalize: every std must be > 0")
+            x = self._normalize(x)
         if train and self.cutout:
             x = cutout(x, self.cutout, generator)
         n = x.shape[0]
@@ -281,7 +305,10 @@ class ImageTransform:
                 raise ValueError(f"ImageTransform: permutation has {self.permutation.numel()} entries "
                                  f"but an input has {d} values")
             shape = x.shape
-            x = x.reshape(n, -1)[:, self.permutation.to(x.device)]
+            key = ("permutation", x.device)
+            if key not in self._stats_on:
+                self._stats_on[key] = self.permutation.to(x.device)
+            x = x.reshape(n, -1)[:, self._stats_on[key]]
             if not self.flatten:
                 x = x.reshape(shape)
         elif self.flatten:

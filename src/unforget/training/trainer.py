@@ -16,7 +16,7 @@ from unforget.config import TrainConfig
 from unforget.errors import UnforgetError
 from unforget.data.task import Split, Task
 from unforget.models.heads import batch_labels
-from unforget.training import acceleration
+from unforget.training import acceleration, feed
 from unforget.training.epochlog import EpochLogger, EpochRecord, phase_of
 from unforget.training.hooks import Hook, TrainState
 from unforget.training.phases import FIT_PHASES, PhaseClock
@@ -61,7 +61,8 @@ class Trainer:
         config: hyper-parameters (epochs, batch size, optimizer, learning rate, schedule).
         device: ``"cpu"`` or ``"cuda"``.
         seed: base seed; the batch order and augmentation of task t, round r are drawn from
-            ``seed``, t and r, so a run is reproducible.
+            ``seed``, t and r, so a run is reproducible (for a given device: on a GPU with the
+            data on it, ``train.data_on_device``, they are drawn by a generator on the GPU).
         progress: report progress (:class:`~unforget.training.progress.Display`: ``tqdm`` bars
             on a terminal, one plain line per epoch otherwise).
         display: where progress goes (default: a new :class:`Display` enabled by ``progress``).
@@ -178,7 +179,8 @@ class Trainer:
 
     def _fit(self, model, task, optimizers, hooks, epochs, desc, scheds, log, fmt) -> dict:
         r = self._rounds[task.id]
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + task.id * 10_007 + r)
+        resident = feed.on_device(task.train, self.config.data_on_device, self.device)
+        batches = feed.BatchFeed(task.train, self.device, resident, self.seed * 1_000_003 + task.id * 10_007 + r)
         state = TrainState(model=model, task=task, optimizers=list(optimizers), epochs=epochs)
         n = len(task.train)
         bs = min(self.config.batch_size, distributed.shard_length(n))
@@ -206,7 +208,7 @@ class Trainer:
             model.train()
             for h in hooks:
                 h.before_epoch(state)
-            perm = distributed.shard(torch.randperm(n, generator=gen))
+            perm = distributed.shard(batches.order())
             # summed where the model runs and read once, at the epoch's end: no host sync in a step
             total = 0
             correct = torch.zeros((), dtype=torch.int64, device=self.device)
@@ -215,11 +217,10 @@ class Trainer:
             bar = self.display.bar(n_batches, f"{desc} {epoch + 1}/{epochs}")
             for b in bar:
                 idx = perm[b * bs:(b + 1) * bs]
-                state.x = acceleration.as_layout(task.transform(task.train.x[idx], train=True, generator=gen)
-                                                 .to(self.device), fmt)
+                x, state.y = batches.batch(idx, task.transform)
+                state.x = acceleration.as_layout(x, fmt)
                 if ragged:
                     acceleration.mark_batch(state.x, True)
-                state.y = task.train.y[idx].to(self.device)
                 for h in hooks:
                     h.before_forward(state)
                 try:
