@@ -73,6 +73,16 @@ def test_auto_config_follows_data_size_image_size_and_device():
     assert auto_config(_bench((20,), n_train=360), "cpu").settings["model"]["name"] == "mlp"
 
 
+def test_auto_config_sizes_the_batch_to_a_gpu_and_keeps_16_steps_per_epoch():
+    def batch(n, device):
+        return auto_config(_bench((3, 32, 32), n_train=n), device).settings["train"]["batch_size"]
+
+    assert (batch(45_000, "cpu"), batch(45_000, "cuda")) == (64, 128)
+    assert (batch(1_500, "cpu"), batch(1_500, "cuda")) == (32, 64)
+    assert batch(600, "cuda") == 32 and batch(300, "cpu") == 32  # 16 steps per epoch, never below 32
+    assert "sized to the GPU" in auto_config(_bench((3, 32, 32), n_train=45_000), "cuda").reason
+
+
 def test_own_data_run_prints_and_records_the_choice_and_keeps_the_users_flags(capsys, tmp_path):
     data = _write_npz(tmp_path / "data")
     before = torch.get_num_threads()
