@@ -167,6 +167,23 @@ def _header(path: Path) -> dict:
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__})") from None
 
 
+def checkpoint_meta(path: str | Path) -> dict:
+    """The run metadata of the checkpoint at ``path`` (a run folder or the file), read from its
+    header alone (no tensor is loaded, the digest is not checked).
+
+    Raises:
+        CheckpointError: missing file, unreadable header or metadata.
+    """
+    path = checkpoint_file(path)
+    try:
+        meta = json.loads(_header(path)["__metadata__"][META_KEY])
+        if not isinstance(meta, dict):
+            raise ValueError("not a mapping")
+        return meta
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__})") from None
+
+
 def checkpoint_tasks(path: str | Path) -> int:
     """Number of tasks the run checkpoint at ``path`` (a run folder or the file) holds, read
     from its header alone (no tensor is loaded, the digest is not checked).
@@ -174,11 +191,10 @@ def checkpoint_tasks(path: str | Path) -> int:
     Raises:
         CheckpointError: missing file, unreadable header or metadata.
     """
-    path = checkpoint_file(path)
     try:
-        return len(json.loads(_header(path)["__metadata__"][META_KEY])["records"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__})") from None
+        return len(checkpoint_meta(path)["records"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {checkpoint_file(path)} cannot be read ({type(e).__name__})") from None
 
 
 def check_run_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> int:

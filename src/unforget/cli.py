@@ -84,6 +84,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_const", const=True, default=None,
                    help="train through torch.compile (train.compile; off by default: compiling takes time up front; "
                         "on CPU it needs a C++ compiler). Evaluation and serving stay eager")
+    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                   help="deterministic algorithms (train.deterministic; on by default): a repeated or resumed run "
+                        "ends bit-identical on the same device type and PyTorch build; --no-deterministic lets "
+                        "PyTorch pick faster nondeterministic GPU kernels")
     p.add_argument("--compile-mode", choices=["default", "reduce-overhead", "max-autotune"],
                    help="torch.compile mode (train.compile_mode; implies --compile): reduce-overhead replays each "
                         "training step as CUDA graphs (CUDA only), max-autotune also tunes kernels")
@@ -201,7 +205,7 @@ def _overrides(a: argparse.Namespace) -> dict:
     o: dict = {}
     flags = {"epochs": a.epochs, "batch_size": a.batch_size, "optimizer": a.optimizer, "lr": a.lr,
              "precision": a.precision, "memory_format": a.memory_format, "compile": a.compile,
-             "compile_mode": a.compile_mode}
+             "compile_mode": a.compile_mode, "deterministic": a.deterministic}
     if a.compile_mode is not None:
         flags["compile"] = True
     train = {k: v for k, v in flags.items() if v is not None}

@@ -107,6 +107,15 @@ class TrainConfig(_Strict):
     CUDA, ``contiguous`` elsewhere (on this project's CPU machine channels_last was slower;
     BENCHMARKS.md). The model returns to ``contiguous`` after every fit, so evaluation, serving
     and checkpoints never depend on it."""
+    deterministic: bool = True
+    """Train and evaluate with ``torch.use_deterministic_algorithms(True)``, cuDNN's autotuner
+    off and ``CUBLAS_WORKSPACE_CONFIG`` set (:mod:`unforget.training.determinism`), so a repeated
+    or resumed run ends bit-identical on the same device type and PyTorch build (on a GPU too).
+    An operation without a deterministic implementation then stops the run with one line; off
+    lets PyTorch choose faster nondeterministic kernels."""
+    tf32: Optional[bool] = None
+    """Whether float32 matmuls and convolutions may use TensorFloat-32 on Ampere-or-later GPUs
+    (``None``: PyTorch's defaults, recorded in ``results.json``)."""
     data_on_device: Literal["auto", "true", "false"] = "auto"
     """Keep a task's training split on the training device for a fit and make its batches there
     (batch order and augmentation as device ops, drawn from a generator on the device;
@@ -221,6 +230,29 @@ def same_run(stored: Any, config: RunConfig) -> bool:
         return run_identity(RunConfig.model_validate(stored)) == run_identity(config)
     except ValidationError:
         return False
+
+
+def run_differences(stored: Any, config: RunConfig) -> list[str]:
+    """The settings (dotted keys, ``"train.deterministic: True -> False"``) in which ``config``
+    differs from ``stored`` (a checkpoint's or ``results.json``'s ``config``, validated again
+    first); ``["the stored configuration is not valid"]`` when it no longer validates."""
+    try:
+        old = run_identity(RunConfig.model_validate(stored))
+    except ValidationError:
+        return ["the stored configuration is not valid"]
+    new = run_identity(config)
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out: dict = {}
+        for k, v in d.items():
+            if isinstance(v, dict) and v:
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(old), flat(new)
+    return [f"{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
 def _merge(base: dict, over: dict) -> dict:

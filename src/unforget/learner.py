@@ -29,7 +29,7 @@ from unforget.errors import CheckpointError, ConfigError, UnforgetError
 from unforget.evaluation import average_accuracy, bwt, forgetting, markdown_report
 from unforget.evaluation.certify import certificate
 from unforget.methods import Method, get_method, list_methods
-from unforget.training import Trainer, accuracy, seed_everything
+from unforget.training import Trainer, accuracy, determinism, seed_everything
 from unforget.training.phases import PhaseClock, add_seconds
 from unforget.training.progress import TaskClock, duration
 
@@ -63,6 +63,7 @@ def build_method(config: RunConfig, plan: SequencePlan | Benchmark, progress: bo
     """Seed everything and build the configured method for a sequence (a :class:`SequencePlan`,
     or a :class:`Benchmark`, whose plan is taken)."""
     check_device(config.device)
+    determinism.prepare_process(config.train.deterministic)  # before CUDA starts
     seed_everything(config.seed)
     trainer = Trainer(config.train, device=config.device, seed=config.seed, progress=progress)
     trainer.method_name = config.method
@@ -168,7 +169,7 @@ class Learner:
 
     @classmethod
     def _open(cls, path, device, progress, config, plan, observers, clock) -> "Learner":
-        from unforget.config import same_run
+        from unforget.config import run_differences, same_run
 
         if not checkpoint_file(path).is_file():
             raise CheckpointError(no_trained_model(path))
@@ -183,7 +184,9 @@ class Learner:
                                       "configuration") from None
             config = config.model_copy(update={"device": device})
         elif not same_run(meta["config"], config):
-            raise CheckpointError(f"the checkpoint {path} was made with another configuration")
+            diff = run_differences(meta["config"], config)
+            raise CheckpointError(f"the checkpoint {path} was made with another configuration "
+                                  f"({'; '.join(diff[:4])}{'; ...' if len(diff) > 4 else ''})")
         if plan is None:
             plan = SequencePlan(tuple(meta["input_shape"]), meta.get("planned_tasks"),
                                 meta.get("benchmark", config.benchmark.name), meta.get("benchmark_info", {}))
@@ -477,6 +480,7 @@ class Learner:
         bit for bit (the method's tensors, the trainer's batch-order counters, R, records)."""
         tensors, mmeta = self.method.state()
         meta = {"config": run_identity(self.config), "method": mmeta, "accuracy_matrix": self.R,
+                "reproducibility": self.reproducibility(),
                 "records": self.records, "wall_time_s": self.wall_time_s, "benchmark": self.plan.name,
                 "benchmark_info": self.plan.info, "planned_tasks": self.plan.n_tasks,
                 "input_shape": list(self.plan.input_shape),
@@ -492,6 +496,12 @@ class Learner:
             path = path / CHECKPOINT
         tensors, meta = self.state()
         return save_checkpoint(path, tensors, meta)
+
+    def reproducibility(self) -> dict:
+        """The settings bit-identity depends on (device type, PyTorch build, deterministic
+        algorithms, TF32; :func:`unforget.training.determinism.record`), as recorded in
+        ``results.json`` and the checkpoint."""
+        return determinism.record(self.config.train.deterministic, self.config.train.tf32, self.config.device)
 
     def results(self, checkpoint: Optional[Path] = None) -> dict:
         """The ``results.json`` mapping (design.md, "Metrics and reports"); with ``checkpoint``
@@ -536,6 +546,7 @@ class Learner:
             "wall_time_s": self.wall_time_s, "phase_seconds": {"total": total, "run": dict(self.run_seconds)},
             "evaluation": {"retest": self.retest, "tested": measured - certified, "certified": certified},
             "device": self.config.device, "unforget_version": __version__,
+            "reproducibility": self.reproducibility(),
             "exact_method": self.method.exact, "input_shape": list(self.plan.input_shape),
             "threads": torch.get_num_threads(), "auto_config": self.notes.get("auto_config"),
             "distributed": self.notes.get("distributed"),

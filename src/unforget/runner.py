@@ -117,6 +117,7 @@ def _learn_all(config: RunConfig, bench: Benchmark, out: Optional[Path], resume:
         if write:
             rebuild_stale_results(out, learner)
         check_same_tasks(learner, bench, out)
+        warn_if_not_bit_identical(learner, out)
     else:
         learner = Learner.create(config, bench, progress=progress, observers=observers, clock=clock)
     learner.retest = retest
@@ -136,6 +137,24 @@ def _learn_all(config: RunConfig, bench: Benchmark, out: Optional[Path], resume:
         write_results(out, results)
     results["_learner"] = learner
     return results
+
+
+def warn_if_not_bit_identical(learner: Learner, out: Path) -> list[str]:
+    """On ``--resume``: warn (one line) when the checkpoint in ``out`` was trained on another
+    device type or PyTorch / CUDA build, or under other deterministic or TF32 settings, than this
+    process continues with: the resumed run is still a valid run (earlier tasks stay exact), but
+    it can no longer end bit-identical to an uninterrupted one. Returns the differences."""
+    import warnings
+
+    from unforget.checkpoint import checkpoint_meta
+    from unforget.training import determinism
+
+    meta = checkpoint_meta(out)
+    diff = determinism.resume_differences(meta.get("reproducibility"), learner.reproducibility())
+    if diff:
+        warnings.warn(f"--resume: {out} was trained under other settings ({'; '.join(diff)}); the run continues, "
+                      "but it will not end bit-identical to an uninterrupted run", stacklevel=2)
+    return diff
 
 
 def check_same_tasks(learner: Learner, bench: Benchmark, out: Path) -> None:

@@ -88,3 +88,20 @@ class MaxPool2d(nn.MaxPool2d):
                 and not _tracing()):
             return max_pool2d_cpu(x, self.kernel_size, self.stride, self.padding)
         return super().forward(x)
+
+
+class GlobalAvgPool2d(nn.AdaptiveAvgPool2d):
+    """``nn.AdaptiveAvgPool2d(1)``: ``(N, C, H, W)`` -> ``(N, C, 1, 1)``, the mean of each map.
+
+    On CUDA under ``torch.use_deterministic_algorithms(True)`` (``train.deterministic``) it
+    computes ``x.mean((2, 3), keepdim=True)``: the same average, whose backward has a
+    deterministic CUDA implementation, where ``adaptive_avg_pool2d``'s backward raises. Elsewhere
+    it is ``nn.AdaptiveAvgPool2d(1)`` itself, so CPU values are unchanged bit for bit."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda and torch.are_deterministic_algorithms_enabled():
+            return x.mean((2, 3), keepdim=True)
+        return super().forward(x)

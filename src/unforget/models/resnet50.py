@@ -21,7 +21,7 @@ from torch import nn
 
 from unforget.errors import UnforgetError
 from unforget.models.base import MultiHeadNet, scaled
-from unforget.models.pooling import MaxPool2d
+from unforget.models.pooling import GlobalAvgPool2d, MaxPool2d
 from unforget.models.zoo import register_model
 
 PRETRAINED_ENV = "UNFORGET_PRETRAINED_RESNET50"

@@ -36,6 +36,7 @@ from torch import nn
 
 from unforget.models.base import MultiHeadNet, scaled
 from unforget.models.conv import DenseConv2d
+from unforget.models.pooling import GlobalAvgPool2d
 from unforget.models.zoo import register_model
 
 STAGES = ((64, 1), (128, 2), (256, 4), (512, 1))
@@ -158,7 +159,7 @@ def sphereface20(input_shape: Sequence[int], width: float = 1.0, negative_slope:
         h, w = _after_stride2(h), _after_stride2(w)
     emb = scaled(EMBEDDING, width)
     if global_pool:
-        layers["pool"] = nn.AdaptiveAvgPool2d(1)
+        layers["pool"] = GlobalAvgPool2d()
         layers["flatten"] = nn.Flatten()
         layers["fc5"] = nn.Linear(prev, emb)
     else:

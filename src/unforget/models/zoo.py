@@ -15,7 +15,7 @@ from torch import nn
 
 from unforget.errors import RegistryError
 from unforget.models.base import MultiHeadNet, normal_head_init, scaled
-from unforget.models.pooling import MaxPool2d
+from unforget.models.pooling import GlobalAvgPool2d, MaxPool2d
 
 _MODELS: dict[str, tuple[Callable[..., MultiHeadNet], str]] = {}
 
@@ -159,7 +159,7 @@ def vgg16_bn(input_shape: Sequence[int], width: float = 1.0) -> MultiHeadNet:
         raise ValueError(f"vgg16_bn needs inputs of at least 32x32 (five max-pools), got {tuple(input_shape)}; "
                          f"use a smaller model (e.g. resnet18) for small images")
     layers, spec, in_ch, prev_group = _vgg16_bn_convs(int(input_shape[0]), width)
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    layers += [GlobalAvgPool2d(), nn.Flatten()]
     hid = scaled(VGG16_FC, width)
     for i in (1, 2):
         spec[f"features.{len(layers)}"] = (f"fc{i}", prev_group)
@@ -184,7 +184,7 @@ def vgg16_bn_light(input_shape: Sequence[int], width: float = 1.0, fc: int = 512
     ``(N, ceil(fc * width))``. Convolutions as Simonyan & Zisserman 2015 (config D) with BN.
     """
     layers, spec, in_ch, prev_group = _vgg16_bn_convs(int(input_shape[0]), width)
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    layers += [GlobalAvgPool2d(), nn.Flatten()]
     hid = scaled(fc, width)
     spec[f"features.{len(layers)}"] = ("fc1", prev_group)
     layers.append(nn.Linear(in_ch, hid, bias=False))
@@ -248,6 +248,6 @@ def resnet18(input_shape: Sequence[int], width: float = 1.0) -> MultiHeadNet:
             blocks.append(block)
             prev, prev_group = w, group
     net = MultiHeadNet(prev, prev_group)
-    net.features = nn.Sequential(*stem, *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    net.features = nn.Sequential(*stem, *blocks, GlobalAvgPool2d(), nn.Flatten())
     net.groups_spec = spec
     return net

@@ -16,7 +16,7 @@ from unforget.config import TrainConfig
 from unforget.errors import UnforgetError
 from unforget.data.task import Split, Task
 from unforget.models.heads import batch_labels
-from unforget.training import acceleration, feed
+from unforget.training import acceleration, determinism, feed
 from unforget.training.epochlog import EpochLogger, EpochRecord, phase_of
 from unforget.training.hooks import Hook, TrainState
 from unforget.training.phases import FIT_PHASES, PhaseClock
@@ -174,7 +174,7 @@ class Trainer:
         else:
             scheds = list(schedule)
         fmt = acceleration.training_layout(model, self.config.memory_format, self.device)
-        with self.phases.phase(FIT_PHASES[phase_of(desc)]), acceleration.layout(model, fmt):
+        with self.phases.phase(FIT_PHASES[phase_of(desc)]), self.reproducible(), acceleration.layout(model, fmt):
             return self._fit(model, task, optimizers, hooks, epochs, desc, scheds, log, fmt)
 
     def _fit(self, model, task, optimizers, hooks, epochs, desc, scheds, log, fmt) -> dict:
@@ -295,5 +295,10 @@ class Trainer:
 
     def accuracy(self, model: nn.Module, task: Task, split: str = "val") -> float:
         """:func:`accuracy` at the configured evaluation batch size, counted as ``evaluation``."""
-        with self.phases.phase("evaluation"):
+        with self.phases.phase("evaluation"), self.reproducible():
             return accuracy(model, task, split, self.config.eval_batch_size, self.device)
+
+    def reproducible(self):
+        """The configured deterministic-algorithms and TF32 settings, for one fit or evaluation
+        (:func:`unforget.training.determinism.scope`; restored afterwards)."""
+        return determinism.scope(self.config.deterministic, self.config.tf32)
