@@ -286,3 +286,18 @@ def test_the_checkpoint_is_the_truth_when_results_json_lags(tmp_path, monkeypatc
     assert len(rebuilt["accuracy_matrix"]) == 3 and "| T3 |" in (out / "report.md").read_text()
     finished = _run(out, n_tasks=4, resume=True)
     assert finished["accuracy_matrix"] == _run(tmp_path / "whole", n_tasks=4)["accuracy_matrix"]
+
+
+def test_the_checkpoint_is_written_with_the_users_umask_not_private(tmp_path):
+    """Issue 26, item 9: colleagues who may read the run folder may read its checkpoint too."""
+    import os
+
+    from unforget.cli import main as cli_main
+
+    old = os.umask(0o022)
+    try:
+        assert cli_main(["run", "-q", "--epochs", "1", "--out", str(tmp_path / "r")]) == 0
+    finally:
+        os.umask(old)
+    for name in ("checkpoint.safetensors", "results.json"):
+        assert (tmp_path / "r" / name).stat().st_mode & 0o777 == 0o644, name

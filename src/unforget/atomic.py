@@ -35,6 +35,16 @@ def disk_full_is_one_line(path: str | Path) -> Iterator[None]:
                             "continues from its last finished task with --resume)") from None
 
 
+def as_user_file(path: str | Path) -> Path:
+    """Give ``path`` the mode an ordinary new file gets (``0o666`` less the process umask), as
+    ``open`` would; for files written by libraries that create them private (``0o600``: the
+    safetensors writer), so colleagues who may read the folder may read them too."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+    return Path(path)
+
+
 def write_atomic(path: str | Path, data: bytes | str) -> Path:
     """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically; returns ``path``.
 

@@ -20,7 +20,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from unforget.atomic import disk_full_is_one_line, temp_path
+from unforget.atomic import as_user_file, disk_full_is_one_line, temp_path
 from unforget.errors import CheckpointError
 from unforget.storage import PICK_NAME, EncodingError, decode, encode
 
@@ -66,6 +66,7 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
     with disk_full_is_one_line(path):
         save_file(flat, str(tmp), metadata={META_KEY: text, STORAGE_KEY: storage,
                                             DIGEST_KEY: digest(text, flat, storage)})
+        as_user_file(tmp)  # safetensors creates its files 0600
         os.replace(tmp, path)
     return path
 
