@@ -431,3 +431,21 @@ def test_every_command_words_a_missing_model_alike(capsys, tmp_path):
                                                        ["learn", str(empty), "--data", str(tmp_path / "t.npz")])}
     assert errs == {f"unforget: error: {empty} holds no trained model (no checkpoint.safetensors); train one with "
                     f"`unforget run --out {empty}` first, or give the folder of a run"}
+
+
+@pytest.mark.parametrize("args, config, hint", [
+    (["--method", "cgp"], None, "did you mean 'cpg'?"),
+    (["--benchmark", "image_folder"], None, "did you mean 'image-folder'?"),
+    ([], "methods:\n  cpg:\n    goal_tolerence: 0.1\n", "did you mean 'goal_tolerance'?"),
+    ([], "train:\n  epoch: 2\n", "did you mean 'epochs'?"),
+])
+def test_a_misspelt_name_gets_the_closest_known_one(tmp_path, capsys, args, config, hint):
+    """Issue 26, item 8: a typo in a method, benchmark or configuration key suggests the name."""
+    from unforget.cli import main as cli_main
+
+    if config is not None:
+        (tmp_path / "c.yaml").write_text(config)
+        args = [*args, "--config", str(tmp_path / "c.yaml")]
+    assert cli_main(["run", "-q", *args, "--out", str(tmp_path / "r")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert hint in err and len(err.splitlines()) == 1, err

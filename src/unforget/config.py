@@ -16,7 +16,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from unforget.errors import ConfigError
+from unforget.errors import ConfigError, did_you_mean
 
 
 MAX_SEED = 2**32 - 1
@@ -353,15 +353,25 @@ def preset(benchmark: str, name: str = "cpu") -> dict:
     return parse_yaml(f.read_text(), f"preset {benchmark}.{name}") or {}
 
 
-def validation_message(e: ValidationError, source: str) -> str:
+def validation_message(e: ValidationError, source: str, model: Optional[type[BaseModel]] = None) -> str:
     """The first error of a pydantic validation as one line naming ``source`` and the key, e.g.
-    ``"config.yaml: 'train.lr': Input should be greater than 0"``."""
+    ``"config.yaml: 'train.lr': Input should be greater than 0"``; an unknown key of ``model``
+    (the validated pydantic class) gets the closest known key as a suggestion."""
     err = e.errors()[0]
     loc = ".".join(str(x) for x in err["loc"])
     if err["type"] == "extra_forbidden":
-        return f"{source}: unknown key '{loc}'"
+        return f"{source}: unknown key '{loc}'{did_you_mean(err['loc'][-1], known_keys(model, err['loc'][:-1]))}"
     msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
     return f"{source}: '{loc}': {msg}"
+
+
+def known_keys(model: Optional[type[BaseModel]], path) -> list[str]:
+    """The field names of the pydantic model found by following ``path`` (field names) from
+    ``model`` through nested models; ``[]`` where the path leaves the models."""
+    for part in path:
+        field = getattr(model, "model_fields", {}).get(str(part))
+        model = getattr(field, "annotation", None)
+    return list(getattr(model, "model_fields", {})) if isinstance(model, type) else []
 
 
 def validate(data: dict, source: str = "config") -> RunConfig:
@@ -369,7 +379,7 @@ def validate(data: dict, source: str = "config") -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(validation_message(e, source)) from None
+        raise ConfigError(validation_message(e, source, RunConfig)) from None
 
 
 def resolve(benchmark: Optional[str] = None, method: Optional[str] = None, *, preset_name: str = "cpu",

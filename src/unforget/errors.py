@@ -1,6 +1,17 @@
 """User-facing errors. The command line prints them as one line and exits non-zero."""
 
 
+def did_you_mean(word: str, choices) -> str:
+    """``" (did you mean 'x'?)"`` for the choice closest to ``word`` (``difflib``; ``_`` and
+    ``-`` count as one), or ``""`` when none is close."""
+    import difflib
+
+    choices = [str(c) for c in choices]
+    norm = {c.replace("_", "-").lower(): c for c in choices}
+    close = difflib.get_close_matches(str(word).replace("_", "-").lower(), list(norm), n=1, cutoff=0.6)
+    return f" (did you mean '{norm[close[0]]}'?)" if close else ""
+
+
 class UnforgetError(Exception):
     """Base class of errors that come from user input, with an actionable message."""
 

@@ -31,7 +31,7 @@ from unforget.data.readers import read_cifar10, read_cifar100_with_coarse, read_
 from unforget.data.readers._common import PathLike
 from unforget.data.task import Benchmark, Split, Task
 from unforget.data.transforms import ImageTransform
-from unforget.errors import DataError, RegistryError
+from unforget.errors import DataError, RegistryError, did_you_mean
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -163,7 +163,8 @@ def build_benchmark(name: str, data_root: Optional[PathLike] = None, *, seed: in
         DataError: an option is out of range, or the dataset files are missing or corrupt.
     """
     if name not in _REGISTRY:
-        raise RegistryError(f"unknown benchmark '{name}'; known benchmarks: {', '.join(_REGISTRY)}")
+        raise RegistryError(f"unknown benchmark '{name}'{did_you_mean(name, _REGISTRY)}; "
+                            f"known benchmarks: {', '.join(_REGISTRY)}")
     if not _is_int(seed):
         raise DataError(f"seed must be an integer, got {seed!r}")
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:

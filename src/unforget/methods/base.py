@@ -9,7 +9,7 @@ from torch import nn
 
 from unforget.config import RunConfig, validation_message
 from unforget.data.task import Benchmark, SequencePlan, Task
-from unforget.errors import ConfigError, RegistryError
+from unforget.errors import ConfigError, RegistryError, did_you_mean
 from unforget.models import MultiHeadNet, build_model
 from unforget.training import Trainer
 
@@ -41,7 +41,8 @@ def get_method(name: str) -> type["Method"]:
     """The method class registered as ``name``; raises :class:`RegistryError` listing the names."""
     list_methods()
     if name not in _METHODS:
-        raise RegistryError(f"unknown method '{name}'; known methods: {', '.join(sorted(_METHODS))}")
+        raise RegistryError(f"unknown method '{name}'{did_you_mean(name, _METHODS)}; "
+                            f"known methods: {', '.join(sorted(_METHODS))}")
     return _METHODS[name]
 
 
@@ -57,7 +58,7 @@ def method_options(cfg: RunConfig, model_cls: type[BaseModel], name: str) -> Bas
     try:
         return model_cls.model_validate(cfg.methods.get(name, {}))
     except ValidationError as e:
-        raise ConfigError(validation_message(e, f"configuration: methods.{name}")) from None
+        raise ConfigError(validation_message(e, f"configuration: methods.{name}", model_cls)) from None
 
 
 def default_model_name(plan: SequencePlan | Benchmark) -> str:
