@@ -449,3 +449,41 @@ def test_a_misspelt_name_gets_the_closest_known_one(tmp_path, capsys, args, conf
     assert cli_main(["run", "-q", *args, "--out", str(tmp_path / "r")]) != 0
     err = capsys.readouterr().err.strip()
     assert hint in err and len(err.splitlines()) == 1, err
+
+
+def _image_tasks(root, tasks=("t1", "t2")):
+    from test_data_custom import make_tree
+
+    spec = {f"{t}/{split}/{c}": (8 if split == "train" else 3) for t in tasks for split in ("train", "test")
+            for c in ("a", "b")}
+    return make_tree(root, spec)
+
+
+def test_a_data_root_of_task_folders_is_recognised_without_benchmark(tmp_path, capsys):
+    """Issue 26, item 1: `run --data-root myimages` (no --benchmark) trains on the images, not
+    silently on the embedded digits."""
+    from unforget.cli import main as cli_main
+
+    data = _image_tasks(tmp_path / "myimages")
+    assert cli_main(["run", "-q", "--epochs", "1", "--method", "scratch", "--data-root", str(data),
+                     "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "--benchmark image-folder" in out
+    rec = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert rec["benchmark"] == "image-folder" and len(rec["tasks"]) == 2
+
+
+def test_a_data_root_without_recognisable_data_and_a_single_task_folder_are_refused(tmp_path, capsys):
+    """Issue 26, items 1 and 2: one line naming what to do, exit code 2, nothing trained."""
+    from unforget.cli import main as cli_main
+
+    (tmp_path / "empty").mkdir()
+    assert cli_main(["run", "-q", "--data-root", str(tmp_path / "empty"), "--out", str(tmp_path / "r1")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "without --benchmark" in err and len(err.splitlines()) == 1
+    data = _image_tasks(tmp_path / "myimages")
+    for extra in ([], ["--benchmark", "image-folder"]):
+        assert cli_main(["run", "-q", *extra, "--data-root", str(data / "t1"), "--out", str(tmp_path / "r2")]) != 0
+        err = capsys.readouterr().err.strip()
+        assert "it is one task" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "r2" / "results.json").exists()

@@ -256,12 +256,31 @@ def _say(text: str) -> None:
         print(text)
 
 
+def _benchmark_of_data_root(a: argparse.Namespace) -> None:
+    """``--data-root`` without ``--benchmark`` (nor a config file that could name one): take the
+    own-data benchmark the folder holds (task folders, ``.npz`` files) and say so, or stop with
+    one line naming the flag to add; the embedded digits never silently replace the user's data."""
+    if a.benchmark is not None or a.config is not None or a.data_root is None:
+        return
+    from unforget.data.custom.folders import recognise
+
+    kind = recognise(a.data_root)
+    if kind is None:
+        raise ConfigError(f"--data-root {a.data_root} given without --benchmark, and it holds no task folders or "
+                          ".npz files; add --benchmark (image-folder, npz, or a dataset benchmark such as "
+                          "split-cifar10 for the datasets in it; `unforget list` lists them)")
+    a.benchmark = kind
+    _say(f"--data-root {a.data_root} holds {'.npz task files' if kind == 'npz' else 'task folders'}: "
+         f"--benchmark {kind}")
+
+
 def _run(a: argparse.Namespace) -> None:
     from unforget.autoconfig import resolve_for_data
     from unforget.runner import load_benchmark, run
     from unforget.training.phases import PhaseClock
 
     clock = PhaseClock()
+    _benchmark_of_data_root(a)
     with clock.phase("data_loading"):
         cfg, bench, auto = resolve_for_data(a.benchmark, a.method, preset_name=a.preset, config_file=a.config,
                                             overrides=_overrides(a), say=_say,
@@ -281,6 +300,7 @@ def _run(a: argparse.Namespace) -> None:
 def _compare(a: argparse.Namespace) -> None:
     from unforget.compare import compare
 
+    _benchmark_of_data_root(a)
     bench = a.benchmark or "digits"
     out = a.out or f"runs/compare-{bench}"
     compare(bench, a.methods.split(","), out, preset=a.preset, config_file=a.config, overrides=_overrides(a),

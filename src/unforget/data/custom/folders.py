@@ -32,6 +32,36 @@ def _image_files(folder: Path) -> list[Path]:
                   key=lambda p: p.name)
 
 
+def is_task_folder(folder: Path) -> bool:
+    """Whether ``folder`` is one task of an image-folder sequence (its subfolders are ``train``
+    and, optionally, ``test``) rather than the folder of the sequence."""
+    names = {p.name for p in _subdirs(folder)}
+    return "train" in names and names <= {"train", "test"}
+
+
+def recognise(root: PathLike) -> Optional[str]:
+    """The own-data benchmark a ``--data-root`` folder holds: ``"npz"`` for ``.npz`` files,
+    ``"image-folder"`` for task folders of class folders (``TASK/train|test/CLASS/*.png`` or
+    ``TASK/CLASS/*.png``), else ``None``.
+
+    Raises:
+        DataError: ``root`` is a single task folder (``train/`` and ``test/``), one line saying so.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    if any(p.suffix == ".npz" for p in root.iterdir() if p.is_file()):
+        return "npz"
+    if is_task_folder(root):
+        raise DataError(f"{root} holds train/ and test/: it is one task, not a sequence of tasks; pass the "
+                        f"folder that holds the task folders (--data-root {root.parent} --benchmark image-folder)")
+    tasks = _subdirs(root)
+    if tasks and all(_subdirs(t) and all(_subdirs(c) == [] and _image_files(c) for c in _subdirs(t)
+                                         if c.name not in ("train", "test")) for t in tasks):
+        return "image-folder"
+    return None
+
+
 def _read_classes(class_dirs: Sequence[Path], labels: Sequence[int], size, channels, resize
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
@@ -55,6 +85,10 @@ def _image_folder_tasks(root: Path, opts: BuildOptions, tasks: Optional[Sequence
         task_dirs = _subdirs(root)
         if not task_dirs:
             raise DataError(f"image folder root {root} holds no task folders; expected {root}/<task>/<class>/<image>")
+        if is_task_folder(root):
+            raise DataError(f"{root} holds train/ and test/: it is one task, not a sequence of tasks; pass the "
+                            f"folder that holds the task folders (--data-root {root.parent}) or add this task to a "
+                            f"run with `unforget learn RUN --data {root}`")
     else:
         if isinstance(tasks, (str, bytes)) or not tasks:
             raise DataError(f"tasks must be a non-empty list of task folder names, got {tasks!r}")
