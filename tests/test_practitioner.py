@@ -95,6 +95,10 @@ def test_own_data_run_prints_and_records_the_choice_and_keeps_the_users_flags(ca
     out = capsys.readouterr().out
     line = next(l for l in out.splitlines() if l.startswith("automatic configuration for own data"))
     assert "mlp at width 0.1" in line and "yours kept: train.epochs 2" in line
+    assert "2 epochs (yours; " in line  # the settings in force, not only the chosen ones (issue 26, item 7)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Automatic configuration for own data" in report
+    assert "for own data: automatic configuration" not in report.lower()
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     assert res["threads"] == 1
     assert res["auto_config"]["overridden"] == {"train.epochs": 2}
@@ -268,3 +272,23 @@ def test_figure_layer_names_and_panels():
     assert layer_labels({}, ["fc1", "fc2"]) == {"fc1": "fc1", "fc2": "fc2"}
     groups = _chunks(vgg)
     assert sum(groups, []) == vgg and all(len(g) <= MAX_LINES for g in groups) and len(groups) == 2
+
+
+def test_the_running_average_says_over_which_tasks_it_is():
+    """Issue 26, item 7: after `learn` with earlier tasks not re-tested, the line must not call
+    the new task's accuracy alone "avg so far"."""
+    from unforget.learner import average_so_far
+
+    assert average_so_far([0.5, 1.0], 2) == "avg so far 75.00 %"
+    assert average_so_far([0.875], 4) == "avg of the 1 of 4 tasks tested 87.50 %"
+
+
+def test_a_task_added_by_learn_is_not_task_4_of_3():
+    from types import SimpleNamespace
+
+    from unforget.learner import ProgressLine
+
+    display = SimpleNamespace(label="", eta=None)
+    learner = SimpleNamespace(plan=SimpleNamespace(n_tasks=3), method=SimpleNamespace(trainer=SimpleNamespace(display=display)))
+    ProgressLine().before_task(learner, SimpleNamespace(id=4, name="new"))
+    assert display.label == "task 4/4 new"

@@ -82,9 +82,24 @@ class AutoConfig:
         changed = {f"{sec}.{k}": final[sec][k] for sec in ("model", "train") for k, v in self.settings[sec].items()
                    if k not in skip and final[sec][k] != v}
         self.overridden = changed
+        self.reason = self._in_force(self.reason, final)
         if changed:
             self.reason += "; yours kept: " + ", ".join(f"{k} {v}" for k, v in changed.items())
         return changed
+
+    def _in_force(self, reason: str, final: dict) -> str:
+        """``reason`` with the model, width, epochs and batch in force (the user's where they
+        replaced the chosen ones, marked ``yours``), so the line never states a setting the run
+        does not use."""
+        chosen_m, chosen_t = self.settings["model"], self.settings["train"]
+        fm, ft = final["model"], final["train"]
+        pairs = [(f"{chosen_m['name']} at width {chosen_m['width']:g}", f"{fm['name']} at width {fm['width']:g}"),
+                 (f"{chosen_t['epochs']} epochs", f"{ft['epochs']} epochs"),
+                 (f"batch {chosen_t['batch_size']}", f"batch {ft['batch_size']}")]
+        for old, new in pairs:
+            if old != new and f"(yours; {old} chosen)" not in reason:
+                reason = reason.replace(old, f"{new} (yours; {old} chosen)", 1)
+        return reason
 
     def record(self) -> dict:
         """The JSON-able ``auto_config`` entry of ``results.json``."""

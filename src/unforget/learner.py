@@ -554,6 +554,15 @@ class Learner:
 
 
 # ---------------------------------------------------------------------- built-in observers
+def average_so_far(seen: list, n: int) -> str:
+    """The running average of a progress line: over all ``n`` tasks tested, or, when some were
+    not tested (their data not reachable), over those that were, saying how many."""
+    if not seen:
+        return "avg so far —"
+    avg = f"{100 * sum(seen) / len(seen):.2f} %"
+    return f"avg so far {avg}" if len(seen) == n else f"avg of the {len(seen)} of {n} tasks tested {avg}"
+
+
 class ProgressLine(TaskObserver):
     """Progress of a run, task by task: labels the training loop's bars and lines with
     ``task i/K name`` and the ETA of the task and the run (:class:`~unforget.training.progress.TaskClock`),
@@ -564,26 +573,26 @@ class ProgressLine(TaskObserver):
         self.clock: Optional[TaskClock] = None
 
     def before_task(self, learner: "Learner", task: Task) -> None:
-        total = learner.plan.n_tasks
+        total = max(learner.plan.n_tasks or 0, task.id)  # a task added later by `learn` extends the run
         if self.clock is None:
             self.clock = TaskClock(total)
         self.clock.start(task.id)
         display = learner.method.trainer.display
-        display.label = f"task {task.id}/{total or task.id} {task.name}"
+        display.label = f"task {task.id}/{total} {task.name}"
         display.eta = self.clock.text
 
     def after_task(self, learner: Learner, task: Task, record: dict) -> None:
         row = learner.R[-1]
         seen = [v for v in row if v is not None]
-        total = learner.plan.n_tasks or task.id
+        total = max(learner.plan.n_tasks or 0, task.id)
         took = self.clock.stop()  # set by before_task, which Learner.learn always calls first
         left = self.clock.run_left(0.0)
         eta = f", run ETA {duration(left)}" if left is not None and task.id < total else ""
         display = learner.method.trainer.display
         display.label = ""
         display.write(f"[{learner.config.method}] task {task.id}/{total} {task.name}: val "
-                      f"{100 * record['val_accuracy']:.2f} %, test {100 * row[-1]:.2f} %, avg so far "
-                      f"{100 * sum(seen) / len(seen):.2f} %, {duration(took)}{eta}")
+                      f"{100 * record['val_accuracy']:.2f} %, test {100 * row[-1]:.2f} %, "
+                      f"{average_so_far(seen, len(row))}, {duration(took)}{eta}")
         goal = record.get("goal_record") or {}
         for key in ("fallback", "warning"):
             if goal.get(key):

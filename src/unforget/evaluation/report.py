@@ -65,7 +65,10 @@ def markdown_report(results: dict) -> str:
         lines.append("- R: every entry measured by a test pass (--retest)")
     auto = results.get("auto_config")
     if auto:
-        lines += ["", f"Automatic configuration for own data: {auto.get('reason', '')}"]
+        reason = str(auto.get("reason", ""))
+        reason = reason[:1].upper() + reason[1:] if reason.lower().startswith("automatic configuration") \
+            else f"Automatic configuration for own data: {reason}"
+        lines += ["", reason]
     lines += time_table(results)
     why = decisions(results)
     if why:
