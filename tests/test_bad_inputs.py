@@ -487,3 +487,16 @@ def test_a_data_root_without_recognisable_data_and_a_single_task_folder_are_refu
         err = capsys.readouterr().err.strip()
         assert "it is one task" in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "r2" / "results.json").exists()
+
+
+def test_predict_on_a_folder_or_a_missing_file_says_what_it_is(tmp_path, capsys):
+    """Issue 26, item 8: not "Is a directory ...; delete or replace the file"."""
+    from unforget.cli import main as cli_main
+
+    run = tmp_path / "r"
+    assert cli_main(["run", "-q", "--epochs", "1", "--out", str(run)]) == 0
+    capsys.readouterr()
+    for target, words in ((tmp_path, "is a folder; pass its image files"), (tmp_path / "no.png", "does not exist")):
+        assert cli_main(["predict", str(run), "--task", "1", str(target)]) != 0
+        err = capsys.readouterr().err.strip()
+        assert words in err and "delete or replace" not in err and len(err.splitlines()) == 1, err

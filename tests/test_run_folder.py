@@ -67,9 +67,8 @@ def test_overwrite_removes_the_previous_run_only(tmp_path, monkeypatch):
         _stop_before_training(mp)
         with pytest.raises(RuntimeError, match="stopped"):
             _run(tmp_path, overwrite=True)
-    # the old run's files are gone; the new run's training log was opened (its header only)
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".lock") == ["log.csv", "notes.txt"]
-    assert len((tmp_path / "log.csv").read_text().splitlines()) == 1
+    # the old run's files are gone, and the failed new attempt left nothing (issue 26, item 8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
     res = _run(tmp_path)
     assert json.loads((tmp_path / "results.json").read_text())["accuracy_matrix"] == res["accuracy_matrix"]
     assert (tmp_path / "notes.txt").read_text() == "mine"
@@ -301,3 +300,24 @@ def test_the_checkpoint_is_written_with_the_users_umask_not_private(tmp_path):
         os.umask(old)
     for name in ("checkpoint.safetensors", "results.json"):
         assert (tmp_path / "r" / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_a_run_that_fails_before_its_first_task_leaves_no_folder_behind(tmp_path, monkeypatch):
+    """Issue 26, item 8: no `.lock` and `log.csv` header left in a folder that holds no run."""
+    from unforget.cli import main as cli_main
+    from unforget.learner import Learner
+
+    def broken(self, *a, **k):
+        raise ValueError("simulated failure in task 1")
+
+    monkeypatch.setattr(Learner, "learn", broken)
+    out = tmp_path / "m1"
+    with pytest.raises(ValueError, match="simulated"):
+        cli_main(["run", "-q", "--epochs", "1", "--out", str(out)])
+    assert not out.exists()
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("the user's")
+    with pytest.raises(ValueError, match="simulated"):
+        cli_main(["run", "-q", "--epochs", "1", "--out", str(existing)])
+    assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]

@@ -79,17 +79,38 @@ def run_folder(folder: str | Path, resume: bool = False, overwrite: bool = False
     if resume and overwrite:
         raise RunFolderError("--resume and --overwrite exclude each other: resume continues the run in "
                              f"{folder}, overwrite starts it over")
-    with locked(folder) as out:
-        remove_stale_temps(out)
-        if not resume and holds_run(out):
-            if not overwrite:
-                raise RunFolderError(f"{out} already holds a run; continue it with --resume or start over with "
-                                     "--overwrite (deletes its results and checkpoint)")
-            for name in RUN_FILES:
+    created = not Path(folder).exists()
+    try:
+        with locked(folder) as out:
+            remove_stale_temps(out)
+            if not resume and holds_run(out):
+                if not overwrite:
+                    raise RunFolderError(f"{out} already holds a run; continue it with --resume or start over with "
+                                         "--overwrite (deletes its results and checkpoint)")
+                for name in RUN_FILES:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(out / name)
+            if not resume:  # a new run's training log starts empty (a killed first task's lines go too)
                 with contextlib.suppress(FileNotFoundError):
-                    os.remove(out / name)
-        if not resume:  # a new run's training log starts empty (a killed first task's lines go too)
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(out / "log.csv")
-            shutil.rmtree(out / "tensorboard", ignore_errors=True)
-        yield out
+                    os.remove(out / "log.csv")
+                shutil.rmtree(out / "tensorboard", ignore_errors=True)
+            yield out
+    except BaseException:
+        if not resume:
+            leave_no_trace(Path(folder), created)
+        raise
+
+
+def leave_no_trace(folder: Path, created: bool) -> None:
+    """After a new run failed before it finished a task (no checkpoint, no results): remove what
+    it wrote (``log.csv``, ``tensorboard/``, the lock file) and the folder itself when the run
+    created it and it is now empty, so a failed first attempt leaves nothing to trip over."""
+    if not folder.is_dir() or holds_run(folder):
+        return
+    for name in ("log.csv", LOCK):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(folder / name)
+    shutil.rmtree(folder / "tensorboard", ignore_errors=True)
+    if created:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty

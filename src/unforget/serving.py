@@ -177,6 +177,10 @@ def raw_batch(items, prep: dict) -> torch.Tensor:
         if isinstance(item, (str, Path)):
             from unforget.data.custom import _load_image
 
+            if Path(item).is_dir():
+                raise InputError(f"{item} is a folder; pass its image files (e.g. {Path(item) / '*.png'})")
+            if not Path(item).exists():
+                raise InputError(f"{item} does not exist")
             try:
                 out.append(torch.from_numpy(_load_image(Path(item), (h, w), c, prep["resize"]).copy()))
             except DataError as e:
