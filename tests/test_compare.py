@@ -84,3 +84,26 @@ def test_python_api_learn_and_serve(tmp_path):
         assert torch.equal(loaded(x, task=t), served[t])
     with pytest.raises(KeyError):
         loaded(x, task=3)
+
+
+def test_the_heat_maps_of_a_comparison_share_one_colour_scale(tmp_path, monkeypatch):
+    """Issue 26, item 5: PackNet's 69.0 and scratch's 71.5 must not both be the darkest cell."""
+    from unforget.evaluation import plots
+
+    runs = {"packnet": {"benchmark": "b", "method": "packnet", "accuracy_matrix": [[0.69], [0.70, 0.80]]},
+            "scratch": {"benchmark": "b", "method": "scratch", "accuracy_matrix": [[0.715], [0.715, 0.95]]}}
+    seen = []
+    real = plots.accuracy_heatmap
+
+    def recorded(name, results, path, scale=None):
+        seen.append(scale)
+        return real(name, results, path, scale)
+
+    monkeypatch.setattr(plots, "accuracy_heatmap", recorded)
+    for other in ("accuracy_over_sequence", "model_size_plot", "expansion_plot", "capacity_plot"):
+        monkeypatch.setattr(plots, other, lambda *a, **k: None)  # they need a full results.json
+    for name, r in runs.items():
+        plots.accuracy_heatmap(name, r, tmp_path / f"{name}.png")  # alone: fitted to its own values
+    plots.all_plots(runs, tmp_path)
+    assert seen[:2] == [None, None]
+    assert seen[2] == seen[3] and seen[2][0] <= 69.0 and seen[2][1] >= 95.0

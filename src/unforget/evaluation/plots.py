@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 from unforget.errors import UnforgetError
 
@@ -111,10 +111,24 @@ def _tasks_axis(ax, ylabel: str, title: str, legend_size: int) -> None:
     ax.grid(alpha=0.3)
 
 
-def accuracy_heatmap(name: str, results: dict, path: Path) -> Path:
-    """Heat map of the accuracy matrix R[i, j] (%) of one run, one decimal per cell, the colour
-    scale fitted to the values shown (so that 98.9 and 100 differ), titled with the benchmark
-    and the method."""
+def heatmap_scale(runs: list[dict]) -> tuple[float, float]:
+    """The colour scale ``(lo, hi)`` in % that shows every accuracy-matrix value of ``runs``
+    (``results.json`` mappings): the smallest and largest tested entry, a 1-point window when
+    they (almost) agree; ``(0, 100)`` when nothing was tested. One scale for all the heat maps of
+    a comparison, so that equal colours mean equal accuracies across methods."""
+    seen = [100 * v for r in runs for row in r["accuracy_matrix"] for v in row if v is not None]
+    lo, hi = (min(seen), max(seen)) if seen else (0.0, 100.0)
+    if hi - lo < 1.0:  # (almost) one value: a 1-point window around it
+        lo, hi = hi - 1.0, hi
+    return float(lo), float(hi)
+
+
+def accuracy_heatmap(name: str, results: dict, path: Path,
+                     scale: Optional[tuple[float, float]] = None) -> Path:
+    """Heat map of the accuracy matrix R[i, j] (%) of one run, one decimal per cell, titled with
+    the benchmark and the method. ``scale``: the colour scale ``(lo, hi)`` in % (a comparison
+    passes one :func:`heatmap_scale` for all its runs); default fitted to this run's values (so
+    that 98.9 and 100 differ)."""
     import numpy as np
 
     plt = _plt()
@@ -123,10 +137,7 @@ def accuracy_heatmap(name: str, results: dict, path: Path) -> Path:
     M = np.full((K, K), np.nan)
     for i, row in enumerate(R):
         M[i, : len(row)] = [np.nan if v is None else 100 * v for v in row]  # None: task not tested
-    seen = M[~np.isnan(M)]
-    lo, hi = (float(seen.min()), float(seen.max())) if seen.size else (0.0, 100.0)
-    if hi - lo < 1.0:  # (almost) one value: a 1-point window around it
-        lo, hi = hi - 1.0, hi
+    lo, hi = scale if scale is not None else heatmap_scale([results])
     fig, ax = plt.subplots(figsize=(1.8 + 0.62 * K, 1.3 + 0.5 * K))
     im = ax.imshow(M, vmin=lo, vmax=hi, cmap="viridis")
     for i in range(K):
@@ -296,8 +307,9 @@ def all_plots(runs: dict[str, dict], folder: Path) -> list[str]:
     exp = expansion_plot(runs, folder / "expansion.png")
     if exp:
         out.append(exp)
+    scale = heatmap_scale(list(runs.values()))  # one colour scale: equal colours, equal accuracies
     for name, r in runs.items():
-        out.append(accuracy_heatmap(name, r, folder / f"heatmap_{name}.png"))
+        out.append(accuracy_heatmap(name, r, folder / f"heatmap_{name}.png", scale))
         cap = capacity_plot(name, r, folder / f"capacity_{name}.png")
         if cap:
             out.append(cap)
