@@ -32,6 +32,8 @@ def test_raw_uint8_images_match_model_inputs(digits_run):
     want = learner.method.logits(task.transform(raw), 2).softmax(1).max(1)
     classes, probs = learner.predict_raw([r.numpy() for r in raw], 2)
     assert torch.equal(classes, want.indices) and torch.allclose(probs, want.values, rtol=0, atol=1e-6)
+    pred = learner.predict_raw([r.numpy() for r in raw], 2)  # names, not only indices (issue 26, item 6)
+    assert pred.names == [task.classes[i] for i in want.indices.tolist()] and torch.equal(pred.classes, classes)
     hwc = [r.numpy().transpose(1, 2, 0) for r in raw]  # channels-last is read as well
     assert torch.equal(learner.predict_raw(hwc, 2)[0], want.indices)
 
@@ -49,6 +51,9 @@ def test_predict_command_on_image_files(digits_run, tmp_path, capsys):
     assert main(["predict", str(out), "--task", "1", "--json", *files]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [d["input"] for d in lines] == files
+    assert all(set(d) == {"input", "index", "class", "probability"} for d in lines)
+    helptext = _predict_help(capsys)
+    assert all(f'"{k}"' in helptext for k in ("input", "index", "class", "probability"))
     assert all(d["class"] in task.classes and 0.0 < d["probability"] <= 1.0 for d in lines)
     acc = np.mean([task.classes.index(d["class"]) == int(task.test.y[i]) for i, d in enumerate(lines)])
     assert acc >= 0.5
@@ -116,3 +121,9 @@ def test_predict_command_on_an_npz_of_raw_images(digits_run, tmp_path, capsys):
     assert main(["predict", str(out), "--task", "2", str(tmp_path / "nox.npz")]) == 2
     err = capsys.readouterr().err
     assert "has no array x (it holds y)" in err and "cannot read" not in err
+
+
+def _predict_help(capsys) -> str:
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    return " ".join(capsys.readouterr().out.split())

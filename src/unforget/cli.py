@@ -179,7 +179,9 @@ def _parser() -> argparse.ArgumentParser:
                         "  unforget predict runs/digits --task 2 batch.npz --json")
     _served_task(pr)
     pr.add_argument("files", nargs="+", help="image files, or .npz files with an array x")
-    pr.add_argument("--json", action="store_true", help="one JSON object per line (file, index, class, probability)")
+    pr.add_argument("--json", action="store_true",
+                    help='one JSON object per line: {"input": FILE or FILE.npz[i], "index": class index in the '
+                         'task, "class": class name, "probability": softmax probability}')
     ex = sub.add_parser("export", help="write one learned task as a plain network (PyTorch, TorchScript, ONNX)",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
                         description="Task T's network with its effective weights materialised and cut to its width, "
@@ -362,7 +364,6 @@ def _predict(a: argparse.Namespace) -> None:
     from unforget.learner import Learner
 
     learner = Learner.open(a.model_dir)
-    names = learner.tasks[a.task - 1]["classes"] if 1 <= a.task <= learner.n_learned else []
     for f in a.files:
         if f.lower().endswith(".npz"):
             try:
@@ -378,12 +379,12 @@ def _predict(a: argparse.Namespace) -> None:
             items, labels = [f], [f]
         if not items:
             continue
-        classes, probs = learner.predict_raw(items, a.task)
-        for label, c, p in zip(labels, classes.tolist(), probs.tolist()):
+        pred = learner.predict_raw(items, a.task)
+        for label, c, name, p in zip(labels, pred.classes.tolist(), pred.names, pred.probabilities.tolist()):
             if a.json:
-                print(json.dumps({"input": label, "index": c, "class": names[c], "probability": round(p, 6)}))
+                print(json.dumps({"input": label, "index": c, "class": name, "probability": round(p, 6)}))
             else:
-                print(f"{label}\t{names[c]}\t{p:.4f}")
+                print(f"{label}\t{name}\t{p:.4f}")
 
 
 def _export(a: argparse.Namespace) -> None:

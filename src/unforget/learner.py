@@ -415,9 +415,9 @@ class Learner:
         (:func:`unforget.serving.raw_batch`).
 
         Returns:
-            ``(classes, probabilities)``: predicted task-local class indices ``int64`` ``(N,)``
-            and their softmax probabilities ``float32`` ``(N,)``; names are
-            ``self.tasks[task - 1]["classes"]``.
+            a :class:`RawPrediction`, the pair ``(classes, probabilities)``: predicted task-local
+            class indices ``int64`` ``(N,)`` and their softmax probabilities ``float32`` ``(N,)``,
+            with ``.names``, the predicted class names (``list[str]``, ``N``).
         Raises:
             InputError: inputs the task cannot take, an unknown task id (one line).
         """
@@ -427,7 +427,8 @@ class Learner:
         x = raw_batch(items, self.tasks[t - 1].get("preprocessing", {}))
         probs = torch.softmax(self.method.logits(x, t), dim=1)
         best = probs.max(dim=1)
-        return best.indices, best.values
+        classes = self.tasks[t - 1]["classes"]
+        return RawPrediction(best.indices, best.values, [classes[i] for i in best.indices.tolist()])
 
     def logits(self, x: torch.Tensor, task: int) -> torch.Tensor:
         """Task ``task``'s logits ``(N, n_classes_task)`` for model inputs ``x`` (as the task's
@@ -554,6 +555,29 @@ class Learner:
 
 
 # ---------------------------------------------------------------------- built-in observers
+class RawPrediction(tuple):
+    """What :meth:`Learner.predict_raw` returns: the pair ``(classes, probabilities)`` (so
+    ``classes, probs = learner.predict_raw(...)`` unpacks it) plus ``names``, the predicted class
+    names, so nobody has to index ``learner.tasks`` (0-based) with a 1-based task id."""
+
+    names: list
+
+    def __new__(cls, classes: torch.Tensor, probabilities: torch.Tensor, names: list) -> "RawPrediction":
+        self = super().__new__(cls, (classes, probabilities))
+        self.names = list(names)
+        return self
+
+    @property
+    def classes(self) -> torch.Tensor:
+        """Predicted task-local class indices, ``int64`` ``(N,)``."""
+        return self[0]
+
+    @property
+    def probabilities(self) -> torch.Tensor:
+        """Their softmax probabilities, ``float32`` ``(N,)``."""
+        return self[1]
+
+
 def average_so_far(seen: list, n: int) -> str:
     """The running average of a progress line: over all ``n`` tasks tested, or, when some were
     not tested (their data not reachable), over those that were, saying how many."""
