@@ -119,3 +119,27 @@ def test_learning_the_same_data_twice_needs_again(tmp_path):
     assert (out / "checkpoint.safetensors").read_bytes() == before  # nothing learned, nothing written
     res = learn_task(out, data, progress=False, say=lambda _: None, again=True)
     assert len(res["accuracy_matrix"]) == 4 and res["tasks"][3]["data_digest"] == res["tasks"][2]["data_digest"]
+
+
+def test_learn_retests_earlier_tasks_from_the_folder_the_run_recorded(tmp_path, capsys):
+    """Issue 26, item 3: `learn` without --data-root finds the run's image folders where the
+    run recorded them, so average accuracy and BWT stay defined."""
+    from test_data_custom import make_tree
+    from unforget.cli import main
+
+    spec = {f"{t}/{split}/{c}": (8 if split == "train" else 3) for t in ("t1", "t2", "t3")
+            for split in ("train", "test") for c in ("a", "b")}
+    data = make_tree(tmp_path / "myimages", spec)
+    seq = tmp_path / "seq"
+    seq.mkdir()
+    for t in ("t1", "t2"):
+        (data / t).rename(seq / t)
+    run = tmp_path / "run"
+    assert main(["run", "-q", "--benchmark", "image-folder", "--data-root", str(seq), "--method", "packnet",
+                 "--epochs", "1", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["learn", str(run), "--data", str(data / "t3")]) == 0
+    out = capsys.readouterr().out
+    assert "earlier tasks re-evaluated: 2 of 2" in out and "not re-evaluated" not in out
+    res = json.loads((run / "results.json").read_text())
+    assert all(v is not None for v in res["accuracy_matrix"][-1]) and res["average_accuracy"] is not None

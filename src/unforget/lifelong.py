@@ -63,11 +63,15 @@ def read_task(path: str | Path, task_id: int, input_shape: tuple[int, ...], *, n
 def reachable_tasks(learner: Learner, data_root: Optional[str] = None) -> list[Task]:
     """The learned tasks whose test data can be read again: tasks added by :func:`learn_task`
     from their recorded folder or file (if still there), and the tasks of the run's benchmark
-    when it can be built (``data_root``, or the embedded ``digits``). Each is as it was learned
-    (same id, splits and normalisation)."""
+    when it can be built (``data_root``; without it the folder the run recorded in its
+    ``benchmark_info``, when it is still there; or the embedded ``digits``). Each is as it was
+    learned (same id, splits and normalisation)."""
     found: dict[int, Task] = {}
     sources = {i + 1: t.get("source") for i, t in enumerate(learner.tasks)}
     bench_ids = [i for i, s in sources.items() if s is None]
+    if data_root is None:  # the run recorded where its benchmark's data was
+        recorded = (learner.plan.info or {}).get("data_root")
+        data_root = recorded if recorded and Path(recorded).is_dir() else None
     if bench_ids and learner.config.benchmark.name == learner.plan.name:  # a registered benchmark, not an object
         try:
             from unforget.runner import load_benchmark
