@@ -449,6 +449,8 @@ def test_a_misspelt_name_gets_the_closest_known_one(tmp_path, capsys, args, conf
     assert cli_main(["run", "-q", *args, "--out", str(tmp_path / "r")]) != 0
     err = capsys.readouterr().err.strip()
     assert hint in err and len(err.splitlines()) == 1, err
+    if config is not None:
+        assert "c.yaml" in err, err  # the file the mistake is in, methods sections too
 
 
 def _image_tasks(root, tasks=("t1", "t2")):

@@ -287,6 +287,10 @@ def _run(a: argparse.Namespace) -> None:
         cfg, bench, auto = resolve_for_data(a.benchmark, a.method, preset_name=a.preset, config_file=a.config,
                                             overrides=_overrides(a), say=_say,
                                             load=lambda c: load_benchmark(c, a.data_root, a.download))
+    if a.config is not None:  # a bad method option is reported against the file, before anything runs
+        from unforget.methods.base import check_method_sections
+
+        check_method_sections(cfg, a.config)
     out = a.out_dir = a.out or f"runs/{cfg.benchmark.name}-{cfg.method}"
     results = run(cfg, data_root=a.data_root, out_dir=out, resume=a.resume, progress=not a.quiet, download=a.download,
                   overwrite=a.overwrite, benchmark=bench, log=("csv", *a.log),

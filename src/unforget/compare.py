@@ -136,7 +136,7 @@ def compare(benchmark: str, methods: Sequence[str], out: str | Path, *, preset: 
                                             overrides=overrides, load=load, say=say if auto is None else (lambda _: None))
         auto = auto or a
     for m, cfg in configs.items():  # validate every method and its options before training anything
-        method_options(cfg, get_method(m).Options, m)
+        method_options(cfg, get_method(m).Options, m, str(config_file) if config_file else "configuration")
         if cfg.pretrained is not None and not get_method(m).takes_pretrained:
             from unforget.methods.base import PretrainedUnsupported
 

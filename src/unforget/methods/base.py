@@ -37,6 +37,16 @@ def list_methods() -> dict[str, str]:
     return {k: v.description for k, v in sorted(_METHODS.items())}
 
 
+def check_method_sections(cfg: RunConfig, source: str) -> None:
+    """Validate every ``methods.<name>`` section of ``cfg`` against its method's options before
+    anything runs, naming ``source`` (the config file) in the one-line error.
+
+    Raises:
+        ConfigError: an unknown method section or an invalid option."""
+    for name in cfg.methods:
+        method_options(cfg, get_method(name).Options if name in list_methods() else BaseModel, name, source)
+
+
 def get_method(name: str) -> type["Method"]:
     """The method class registered as ``name``; raises :class:`RegistryError` listing the names."""
     list_methods()
@@ -46,19 +56,20 @@ def get_method(name: str) -> type["Method"]:
     return _METHODS[name]
 
 
-def method_options(cfg: RunConfig, model_cls: type[BaseModel], name: str) -> BaseModel:
-    """Validate the ``methods.<name>`` section of ``cfg`` against the method's option model.
+def method_options(cfg: RunConfig, model_cls: type[BaseModel], name: str, source: str = "configuration") -> BaseModel:
+    """Validate the ``methods.<name>`` section of ``cfg`` against the method's option model;
+    errors name ``source`` (e.g. the config file the section came from).
 
     Raises:
         ConfigError: a section for a method that is not registered, or invalid options (one line).
     """
     unknown = set(cfg.methods) - set(list_methods())
     if unknown:
-        raise ConfigError(f"configuration: 'methods' has unknown method section(s): {', '.join(sorted(unknown))}")
+        raise ConfigError(f"{source}: 'methods' has unknown method section(s): {', '.join(sorted(unknown))}")
     try:
         return model_cls.model_validate(cfg.methods.get(name, {}))
     except ValidationError as e:
-        raise ConfigError(validation_message(e, f"configuration: methods.{name}", model_cls)) from None
+        raise ConfigError(validation_message(e, f"{source}: methods.{name}", model_cls)) from None
 
 
 def default_model_name(plan: SequencePlan | Benchmark) -> str:
