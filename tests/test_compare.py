@@ -107,3 +107,17 @@ def test_the_heat_maps_of_a_comparison_share_one_colour_scale(tmp_path, monkeypa
     plots.all_plots(runs, tmp_path)
     assert seen[:2] == [None, None]
     assert seen[2] == seen[3] and seen[2][0] <= 69.0 and seen[2][1] >= 95.0
+
+
+def test_the_capacity_table_names_layers_as_the_figures_do():
+    """Issue 26, item 10: one naming (``layer1.0.conv1``, not ``features.3.conv1``)."""
+    from unforget.evaluation.compare import capacity_table
+    from unforget.evaluation.plots import layer_labels
+
+    names = ["features.0", "features.3.conv1", "features.3.conv2"]
+    run = {"config": {"model": {"name": "resnet18"}},
+           "tasks": [{"capacity": {n: 0.5 for n in names}}, {"capacity": {n: 0.75 for n in names}}]}
+    table = capacity_table({"cpg": run})
+    labels = layer_labels(run, names)
+    assert labels["features.3.conv1"] != "features.3.conv1"
+    assert all(f"| {labels[n]} |" in table for n in names) and "features.3" not in table

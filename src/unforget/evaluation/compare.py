@@ -221,18 +221,22 @@ def comparison_table(runs: dict[str, dict]) -> str:
 
 def capacity_table(runs: dict[str, dict]) -> str:
     """Markdown: per method and layer, the share of the layer in use after each task (CLNP's
-    capacity diagnostics). Empty string when no run recorded capacity."""
+    capacity diagnostics). Empty string when no run recorded capacity. Layers are named as the
+    capacity figures name them (:func:`unforget.evaluation.plots.layer_labels`)."""
+    from unforget.evaluation.plots import layer_labels
+
     blocks = []
     for name, r in runs.items():
         per_task = [t.get("capacity") for t in r["tasks"]]
         if not any(per_task):
             continue
         layers = list(next(c for c in per_task if c))
+        label = layer_labels(r, layers)
         K = len(per_task)
         lines = [f"**{name}** — share of each layer in use after task i (%)", "",
                  "| layer | " + " | ".join(f"T{i + 1}" for i in range(K)) + " |", "|---" * (K + 1) + "|"]
         for layer in layers:
-            lines.append(f"| {layer} | " + " | ".join(
+            lines.append(f"| {label.get(layer, layer)} | " + " | ".join(
                 "—" if not c or c.get(layer) is None else f"{100 * c[layer]:.1f}" for c in per_task) + " |")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + ("\n" if blocks else "")
