@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from unforget.errors import RunFolderError, UnforgetError
+from unforget.evaluation.plots import layer_labels
 
 
 # ------------------------------------------------------------------ what a report reads
@@ -223,8 +224,6 @@ def capacity_table(runs: dict[str, dict]) -> str:
     """Markdown: per method and layer, the share of the layer in use after each task (CLNP's
     capacity diagnostics). Empty string when no run recorded capacity. Layers are named as the
     capacity figures name them (:func:`unforget.evaluation.plots.layer_labels`)."""
-    from unforget.evaluation.plots import layer_labels
-
     blocks = []
     for name, r in runs.items():
         per_task = [t.get("capacity") for t in r["tasks"]]
