@@ -143,3 +143,32 @@ def test_learn_retests_earlier_tasks_from_the_folder_the_run_recorded(tmp_path, 
     assert "earlier tasks re-evaluated: 2 of 2" in out and "not re-evaluated" not in out
     res = json.loads((run / "results.json").read_text())
     assert all(v is not None for v in res["accuracy_matrix"][-1]) and res["average_accuracy"] is not None
+
+
+def test_a_row_left_empty_by_unreachable_data_is_filled_once_the_data_is_back(tmp_path, capsys):
+    """Issue 26, item 3: `learn` while the run's data was away left R[3][1..2] empty; a later
+    `learn` with the data back fills them from the certificates (an exact method's earlier task
+    is unchanged, so R[3][j] = R[j][j]), and BWT is defined again."""
+    from test_data_custom import make_tree
+    from unforget.cli import main
+
+    spec = {f"{t}/{split}/{c}": (8 if split == "train" else 3) for t in ("t1", "t2", "t3", "t4")
+            for split in ("train", "test") for c in ("a", "b")}
+    data = make_tree(tmp_path / "myimages", spec)
+    seq = tmp_path / "seq"
+    seq.mkdir()
+    for t in ("t1", "t2"):
+        (data / t).rename(seq / t)
+    run = tmp_path / "run"
+    assert main(["run", "-q", "--benchmark", "image-folder", "--data-root", str(seq), "--method", "packnet",
+                 "--epochs", "1", "--out", str(run)]) == 0
+    seq.rename(tmp_path / "away")
+    assert main(["learn", str(run), "--data", str(data / "t3")]) == 0
+    res = json.loads((run / "results.json").read_text())
+    assert res["accuracy_matrix"][2][:2] == [None, None] and res["bwt"] is None
+    (tmp_path / "away").rename(seq)
+    assert main(["learn", str(run), "--data", str(data / "t4")]) == 0
+    res = json.loads((run / "results.json").read_text())
+    R = res["accuracy_matrix"]
+    assert R[2][:2] == [R[0][0], R[1][1]] and all(v is not None for row in R for v in row)
+    assert res["bwt"] is not None and res["tasks"][2]["certified_later"] == [1, 2]

@@ -269,6 +269,8 @@ class Learner:
                 rec["certificate"] = certificate(self.method.model_for(task.id), task)
             if hasattr(self.method, "infer_task"):
                 rec["task_inference"] = self.task_inference(list(given.values()))
+        with self.clock.phase("evaluation"):
+            self.fill_earlier_gaps(given)
         self.R.append(row)
         rec["certified"] = certified
         if self._verification:  # the verification protocol's spread too (the paper: mean +- std)
@@ -310,6 +312,25 @@ class Learner:
                 certified.append(j)
             row.append(value)
         return row, certified
+
+    def fill_earlier_gaps(self, given: dict[int, Task]) -> dict[int, list[int]]:
+        """Fill entries R[i][j] of earlier rows that were left ``None`` (task j's test data was
+        not reachable when task i was learned) for the tasks j in ``given`` whose certificate
+        shows their served network unchanged since R[j][j] (:meth:`certified_accuracy`): an exact
+        method never changes a learned task, so R[i][j] = R[j][j]. Each filled row's record lists
+        them under ``certified_later``; returns ``{row i: [j, ...]}``. Methods that may forget
+        keep their gaps (what they computed then cannot be known now)."""
+        gaps = {j for row in self.R for j, v in enumerate(row, start=1) if v is None and j in given}
+        values = {j: self.certified_accuracy(given[j]) for j in sorted(gaps)}
+        filled: dict[int, list[int]] = {}
+        for i, row in enumerate(self.R, start=1):
+            for j, v in enumerate(row, start=1):
+                if v is None and values.get(j) is not None:
+                    row[j - 1] = values[j]
+                    filled.setdefault(i, []).append(j)
+        for i, js in filled.items():
+            self.records[i - 1]["certified_later"] = sorted(set(self.records[i - 1].get("certified_later", [])) | set(js))
+        return filled
 
     def certified_accuracy(self, task: Task) -> Optional[float]:
         """R[j][j] of the learned task ``task`` (id j) when its certificate
