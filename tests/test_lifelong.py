@@ -121,13 +121,14 @@ def test_learning_the_same_data_twice_needs_again(tmp_path):
     assert len(res["accuracy_matrix"]) == 4 and res["tasks"][3]["data_digest"] == res["tasks"][2]["data_digest"]
 
 
-def test_learn_retests_earlier_tasks_from_the_folder_the_run_recorded(tmp_path, capsys):
-    """Issue 26, item 3: `learn` without --data-root finds the run's image folders where the
-    run recorded them, so average accuracy and BWT stay defined."""
+def _image_folder_run(tmp_path, n_later: int):
+    """A 2-task packnet run on image folders in ``tmp_path/seq``, and ``n_later`` more task
+    folders (``t3``, ...) in ``tmp_path/myimages`` for ``learn``; returns ``(run, seq, data)``."""
     from test_data_custom import make_tree
     from unforget.cli import main
 
-    spec = {f"{t}/{split}/{c}": (8 if split == "train" else 3) for t in ("t1", "t2", "t3")
+    names = [f"t{i}" for i in range(1, 3 + n_later)]
+    spec = {f"{t}/{split}/{c}": (8 if split == "train" else 3) for t in names
             for split in ("train", "test") for c in ("a", "b")}
     data = make_tree(tmp_path / "myimages", spec)
     seq = tmp_path / "seq"
@@ -137,6 +138,15 @@ def test_learn_retests_earlier_tasks_from_the_folder_the_run_recorded(tmp_path, 
     run = tmp_path / "run"
     assert main(["run", "-q", "--benchmark", "image-folder", "--data-root", str(seq), "--method", "packnet",
                  "--epochs", "1", "--out", str(run)]) == 0
+    return run, seq, data
+
+
+def test_learn_retests_earlier_tasks_from_the_folder_the_run_recorded(tmp_path, capsys):
+    """Issue 26, item 3: `learn` without --data-root finds the run's image folders where the
+    run recorded them, so average accuracy and BWT stay defined."""
+    from unforget.cli import main
+
+    run, _, data = _image_folder_run(tmp_path, 1)
     capsys.readouterr()
     assert main(["learn", str(run), "--data", str(data / "t3")]) == 0
     out = capsys.readouterr().out
@@ -149,19 +159,9 @@ def test_a_row_left_empty_by_unreachable_data_is_filled_once_the_data_is_back(tm
     """Issue 26, item 3: `learn` while the run's data was away left R[3][1..2] empty; a later
     `learn` with the data back fills them from the certificates (an exact method's earlier task
     is unchanged, so R[3][j] = R[j][j]), and BWT is defined again."""
-    from test_data_custom import make_tree
     from unforget.cli import main
 
-    spec = {f"{t}/{split}/{c}": (8 if split == "train" else 3) for t in ("t1", "t2", "t3", "t4")
-            for split in ("train", "test") for c in ("a", "b")}
-    data = make_tree(tmp_path / "myimages", spec)
-    seq = tmp_path / "seq"
-    seq.mkdir()
-    for t in ("t1", "t2"):
-        (data / t).rename(seq / t)
-    run = tmp_path / "run"
-    assert main(["run", "-q", "--benchmark", "image-folder", "--data-root", str(seq), "--method", "packnet",
-                 "--epochs", "1", "--out", str(run)]) == 0
+    run, seq, data = _image_folder_run(tmp_path, 2)
     seq.rename(tmp_path / "away")
     assert main(["learn", str(run), "--data", str(data / "t3")]) == 0
     res = json.loads((run / "results.json").read_text())
