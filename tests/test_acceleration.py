@@ -45,6 +45,18 @@ def test_auto_layout_is_contiguous_on_cpu_and_for_mlps():
     assert acceleration.training_layout(mlp, "channels_last", torch.device("cuda")) == torch.contiguous_format
 
 
+def _first_task_compiled(cfg, bench):
+    """The method of ``cfg`` after learning task 1 under compile (skips when this machine cannot
+    compile), a probe batch, and task 1's logits on it."""
+    m = build_method(cfg, bench, progress=False)
+    probe = torch.randn(5, 12, generator=torch.Generator().manual_seed(2))
+    try:
+        m.learn(bench.tasks[0])
+    except acceleration.CompileError as e:  # e.g. no C++ compiler on this machine
+        pytest.skip(str(e))
+    return m, probe, m.logits(probe, 1)
+
+
 def test_compile_trains_through_dynamo_and_keeps_earlier_tasks_exact():
     pytest.importorskip("torch._dynamo")
     from torch._dynamo.utils import counters
@@ -54,13 +66,7 @@ def test_compile_trains_through_dynamo_and_keeps_earlier_tasks_exact():
     bench = gaussian_benchmark(2, 3, 12, 32, seed=4)
     cfg = RunConfig.model_validate({"method": "packnet", "model": {"name": "mlp", "width": 0.02},
                                     "train": {"epochs": 1, "batch_size": 16, "compile": True}})
-    m = build_method(cfg, bench, progress=False)
-    probe = torch.randn(5, 12, generator=torch.Generator().manual_seed(2))
-    try:
-        m.learn(bench.tasks[0])
-    except acceleration.CompileError as e:  # e.g. no C++ compiler on this machine
-        pytest.skip(str(e))
-    before = m.logits(probe, 1)
+    m, probe, before = _first_task_compiled(cfg, bench)
     m.learn(bench.tasks[1])
     assert sum(counters["stats"].values()) > 0 and counters["stats"]["unique_graphs"] > 0  # dynamo captured graphs
     assert torch.equal(m.logits(probe, 1), before)
@@ -111,13 +117,7 @@ def test_compile_makes_no_graph_break_and_no_recompile_within_a_cpg_task(monkeyp
     cfg = RunConfig.model_validate({"method": "cpg", "model": {"name": "mlp", "width": 0.02},
                                     "train": {"epochs": 2, "batch_size": 16, "compile": True},
                                     "methods": {"cpg": {"goal": "tolerance", "prune_interval": 0.2}}})
-    m = build_method(cfg, bench, progress=False)
-    probe = torch.randn(5, 12, generator=torch.Generator().manual_seed(2))
-    try:
-        m.learn(bench.tasks[0])
-    except acceleration.CompileError as e:  # e.g. no C++ compiler on this machine
-        pytest.skip(str(e))
-    before = m.logits(probe, 1)
+    m, probe, before = _first_task_compiled(cfg, bench)
     m.learn(bench.tasks[1])
     m.learn(bench.tasks[2])
     assert not counters["graph_break"], dict(counters["graph_break"])

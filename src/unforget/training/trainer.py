@@ -219,8 +219,7 @@ class Trainer:
                 idx = perm[b * bs:(b + 1) * bs]
                 x, state.y = batches.batch(idx, task.transform)
                 state.x = acceleration.as_layout(x, fmt)
-                if ragged:
-                    acceleration.mark_batch(state.x, True)
+                acceleration.mark_batch(state.x, ragged)
                 for h in hooks:
                     h.before_forward(state)
                 try:
