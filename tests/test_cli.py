@@ -106,3 +106,16 @@ def test_help_and_list():
                          check=True).stdout
     for name in ("split-cifar100", "permuted-mnist", "cpg", "packnet", "piggyback", "vgg16_bn", "resnet18"):
         assert name in out
+
+
+def test_run_draws_its_figures_unless_no_plots(tmp_path, capsys):
+    """`unforget run` writes the run's figures beside report.md and links them (issue 26, item 4);
+    `--no-plots` leaves tables only."""
+    drawn, bare = tmp_path / "drawn", tmp_path / "bare"
+    assert main(["run", "-q", "--method", "scratch", "--epochs", "1", "--out", str(drawn)]) == 0
+    report = (drawn / "report.md").read_text()
+    for name in ("accuracy_over_tasks", "heatmap_scratch", "model_size"):
+        assert (drawn / f"{name}.png").is_file() and f"![{name}]({name}.png)" in report
+    assert main(["run", "-q", "--method", "scratch", "--epochs", "1", "--no-plots", "--out", str(bare)]) == 0
+    assert not list(bare.glob("*.png")) and "![" not in (bare / "report.md").read_text()
+    assert "figures beside it" in capsys.readouterr().out

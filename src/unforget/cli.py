@@ -61,6 +61,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="folder holding the datasets (default: $UNFORGET_DATA_ROOT or ./data)")
     p.add_argument("--download", action="store_true", help="download missing official archives (needs internet)")
     p.add_argument("--out", "-o", help="output folder (default: runs/BENCHMARK-METHOD)")
+    p.add_argument("--no-plots", action="store_true",
+                   help="tables only: no PNG figures beside report.md (draw them later with `unforget report OUT`)")
     p.add_argument("--epochs", type=int, help="training epochs per task (per growth round for cpg)")
     p.add_argument("--width", type=float, help="width multiplier of the zoo model (1.0 = published size)")
     p.add_argument("--pretrained", metavar="FILE",
@@ -162,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     lr.add_argument("--data-root", help="where the run's benchmark data is, to re-evaluate its tasks")
     lr.add_argument("--device", help="cpu (default) or cuda")
     lr.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    lr.add_argument("--no-plots", action="store_true", help="tables only: no PNG figures beside report.md")
     lr.add_argument("--again", action="store_true",
                     help="learn data that a learned task already holds (same inputs and labels) as a new task; "
                          "refused otherwise, so that a retry after a stopped `learn` does not learn it twice")
@@ -300,7 +303,20 @@ def _run(a: argparse.Namespace) -> None:
     from unforget.evaluation import markdown_report
 
     print(markdown_report(results))
-    print(f"results: {out}/results.json, report: {out}/report.md, checkpoint: {out}/checkpoint.safetensors")
+    _draw_figures(out, a)
+    print(f"results: {out}/results.json, report: {out}/report.md (figures beside it), "
+          f"checkpoint: {out}/checkpoint.safetensors")
+
+
+def _draw_figures(folder: str, a: argparse.Namespace) -> None:
+    """One run's figures (accuracy over tasks, the R heat map, size, capacity) beside its
+    report.md, and their links in it, unless ``--no-plots``; a figure that cannot be drawn costs
+    one line, never the run (:func:`unforget.compare.write_report`)."""
+    if getattr(a, "no_plots", False):
+        return
+    from unforget.compare import write_report
+
+    write_report(folder, plots=True, say=_say)
 
 
 def _compare(a: argparse.Namespace) -> None:
@@ -311,7 +327,7 @@ def _compare(a: argparse.Namespace) -> None:
     out = a.out or f"runs/compare-{bench}"
     compare(bench, a.methods.split(","), out, preset=a.preset, config_file=a.config, overrides=_overrides(a),
             data_root=a.data_root, download=a.download, progress=not a.quiet and _is_main_process(),
-            log=("csv", *a.log), say=_say, retest=a.retest)
+            log=("csv", *a.log), say=_say, retest=a.retest, plots=not a.no_plots)
     if not _is_main_process():
         return
     print(Path(out, "report.md").read_text())
@@ -356,7 +372,8 @@ def _learn(a: argparse.Namespace) -> None:
     row = results["accuracy_matrix"][-1]
     cells = ", ".join("not re-evaluated" if v is None else f"{100 * v:.2f} %" for v in row)
     print(f"task {len(row)} learned; test accuracy per task now: {cells}")
-    print(f"results: {a.model_dir}/results.json, report: {a.model_dir}/report.md")
+    _draw_figures(a.model_dir, a)
+    print(f"results: {a.model_dir}/results.json, report: {a.model_dir}/report.md (figures beside it)")
 
 
 def _predict(a: argparse.Namespace) -> None:
