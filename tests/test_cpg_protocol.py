@@ -10,6 +10,7 @@ from synthetic import gaussian_benchmark
 from unforget.config import RunConfig
 from unforget.layers import SCORE_THRESHOLD, weighted_layers
 from unforget.methods.compacting import ratio_ladder, reserve_ratio
+from unforget.methods.goals import miss_threshold, significant_miss
 from unforget.runner import build_method
 
 
@@ -138,6 +139,40 @@ def test_growth_restarts_from_the_state_before_the_task(monkeypatch):
         again = starts[1][n][tuple(slice(0, s) for s in w0.shape)]
         assert torch.equal(again, w0), f"{n}: the second attempt did not start from the weights before the task"
         assert starts[1][n].shape != w0.shape or n.endswith("0"), "growth must add units"
+
+
+@pytest.mark.parametrize("confidence,shortfall,rounds", [
+    (0.95, "within noise", 0), (0.95, "resolved", 1), (None, "within noise", 1), (None, "none", 0)])
+def test_growth_needs_a_miss_the_validation_split_can_resolve(monkeypatch, confidence, shortfall, rounds):
+    """Issue 25 item 4: a shortfall smaller than the validation images resolve (one-sided binomial
+    test at ``goal_confidence``) does not grow; one they resolve does, and null grows on any."""
+    goal = 0.9
+    m, bench = _method({"goal": "explicit", "goals": [0.0, goal], "max_expansion": 1.5, "compact": "none",
+                        "goal_confidence": confidence})
+    m.learn(bench.tasks[0])
+    n = len(bench.tasks[1].val)
+    edge = miss_threshold(goal, n, 0.95)  # the lowest accuracy 95 % confidence does not call a miss
+    assert 0 < edge < goal
+    val = {"within noise": edge, "resolved": edge - 1 / n, "none": goal}[shortfall]
+    scripted = [(val, 1.0), (1.0, 1.0)]
+    monkeypatch.setattr(m, "_train_task", lambda task, **kw: scripted.pop(0))
+    rec = m.learn(bench.tasks[1])
+    assert rec["growth_rounds"] == rounds
+    assert (m.size()["expansion_ratio"] > 1.0) == (rounds > 0)
+    first = rec["growth"][0]["decision"]
+    assert ("within noise" in first) == (confidence is not None and shortfall == "within noise"), first
+    if rounds and confidence is not None:
+        assert f"by more than {n} validation images resolve" in first, first
+
+
+def test_miss_threshold_by_hand():
+    """Goal 0.5 on 10 images: P(X <= 1) = 11/1024 < 0.05 <= P(X <= 2) = 56/1024, so 2/10 correct
+    is the lowest accuracy that is not a miss at 95 % confidence; any shortfall without one."""
+    assert miss_threshold(0.5, 10, 0.95) == 0.2
+    assert significant_miss(0.1, 0.5, 10, 0.95) and not significant_miss(0.2, 0.5, 10, 0.95)
+    assert miss_threshold(0.5, 10, None) == 0.5 and significant_miss(0.49, 0.5, 10, None)
+    assert miss_threshold(1.0, 50, 0.95) == 1.0, "a goal of 100 % is missed by any error"
+    assert miss_threshold(0.5, 0, 0.95) == 0.5
 
 
 @pytest.mark.parametrize("gate,rounds", [(None, 0), (1.0, 1)])
@@ -281,3 +316,5 @@ def test_the_reference_ladder_is_the_default_and_the_paper_presets():
     for bench in ("split-cifar100", "split-cifar10", "fine-grained", "facial", "permuted-mnist", "cifar10-cifar100"):
         for method, options in preset(bench, "paper").get("methods", {}).items():
             assert options.get("compact_search", "ladder") == "ladder", (bench, method)
+            if method in ("cpg", "pae"):  # growth on any shortfall, as the reference (not the default's test)
+                assert "goal_confidence" in options and options["goal_confidence"] is None, (bench, method)

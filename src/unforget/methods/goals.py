@@ -63,6 +63,46 @@ CHANCE_MARGIN = 0.05
 """A reference accuracy at most this far above chance counts as a model that did not learn."""
 
 
+GOAL_CONFIDENCE = 0.95
+"""Default confidence of a growth decision's "missed the goal" (:func:`significant_miss`)."""
+
+
+def miss_threshold(goal: float, n: int, confidence: Optional[float]) -> float:
+    """Validation accuracy in [0, 1] below which ``n`` validation images show a miss of ``goal``.
+
+    With ``confidence`` ``c`` in (0, 1), a measured accuracy ``k / n`` misses the goal when the
+    one-sided binomial test of "the true accuracy is at least ``goal``" rejects at level ``1 - c``:
+    ``P(X <= k) < 1 - c`` for ``X ~ Binomial(n, goal)`` (``scipy.stats.binom``). The threshold is
+    ``k* / n`` for the smallest ``k*`` that is not rejected. ``confidence=None`` or ``n == 0``
+    returns ``goal`` itself: any shortfall is a miss (the reference code's rule, ivclab/CPG
+    ``CPG_cifar100_main_normal.py``, ``avg_val_acc >= baseline_acc``). Example: goal 0.80 on 144
+    images at 0.95 gives 107/144 = 74.3 %: a measured
+    76.4 % is within what 144 images resolve, 73.6 % is a miss.
+
+    Raises:
+        ValueError: ``goal`` outside [0, 1], ``n`` < 0 or ``confidence`` outside (0, 1).
+    """
+    if not 0.0 <= goal <= 1.0 or n < 0:
+        raise ValueError(f"miss_threshold needs a goal in [0, 1] and n >= 0, got goal={goal}, n={n}")
+    if confidence is None or n == 0:
+        return goal
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    from scipy.stats import binom
+
+    k = int(binom.ppf(1.0 - confidence, n, goal))  # smallest k with P(X <= k) >= 1 - c: not rejected
+    return k / n
+
+
+def significant_miss(accuracy: float, goal: float, n: int, confidence: Optional[float]) -> bool:
+    """Whether a validation accuracy (in [0, 1], measured on ``n`` images) misses ``goal`` by more
+    than the ``n`` images can resolve at ``confidence`` (:func:`miss_threshold`); with
+    ``confidence=None``, any ``accuracy < goal``."""
+    if confidence is None or n == 0:
+        return accuracy < goal
+    return accuracy < miss_threshold(goal, n, confidence) - 0.5 / n  # k/n from a float: half an image of slack
+
+
 def chance_level(task: Task) -> float:
     """Validation accuracy in [0, 1] of always answering the task's most frequent validation
     class (``1 / n_classes`` for a balanced split; ``1 / n_classes`` when there is no
