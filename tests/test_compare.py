@@ -121,3 +121,36 @@ def test_the_capacity_table_names_layers_as_the_figures_do():
     labels = layer_labels(run, names)
     assert labels["features.3.conv1"] != "features.3.conv1"
     assert all(f"| {labels[n]} |" in table for n in names) and "features.3" not in table
+
+
+def test_budget_counts_every_network_trained_and_the_table_shows_it(tmp_path):
+    """Each task's record counts the epochs and training images of every network trained for it,
+    goal references included, and the comparison prints them beside the wall (issue 30)."""
+    from unforget.config import RunConfig
+    from unforget.evaluation.compare import budget_table
+    from unforget.runner import run
+
+    bench = gaussian_benchmark(3, 3, 12, 48, seed=7)
+    runs = {}
+    for method, opts in (("scratch", {}), ("cpg", {"goal": "scratch", "prune_interval": 0.5, "retrain_epochs": 1})):
+        cfg = RunConfig.model_validate({"method": method, "model": {"name": "mlp", "width": 0.03},
+                                        "train": {"epochs": 2, "batch_size": 16}, "methods": {method: opts}})
+        runs[method] = run(cfg, benchmark=bench, out_dir=tmp_path / method, progress=False)
+    for task, rec in zip(bench.tasks, runs["scratch"]["tasks"]):
+        assert rec["budget"] == {"training": {"epochs": 2, "images": 2 * len(task.train)}}
+    for task, rec in zip(bench.tasks, runs["cpg"]["tasks"]):
+        b = rec["budget"]
+        assert b.get("goal_references") == (None if task.id == 1 else {"epochs": 2, "images": 2 * len(task.train)})
+        served = sum(p["epochs"] for name, p in b.items() if name != "goal_references")
+        assert served == rec["network_epochs"] and b["compaction"]["epochs"] >= 1
+        assert all(p["images"] == p["epochs"] * len(task.train) for p in b.values())
+    table = budget_table(runs)
+    scratch_row = next(line for line in table.splitlines() if line.startswith("| scratch |"))
+    assert scratch_row.split(" | ")[1:5] == ["2.0", "2.0", "0.0", f"{2 * sum(len(t.train) for t in bench.tasks) / 3:,.0f}"]
+    cpg_row = next(line for line in table.splitlines() if line.startswith("| cpg |")).split(" | ")
+    assert cpg_row[3] == f"{4 / 3:.1f}" and float(cpg_row[2]) > float(cpg_row[1])
+    assert "wall x scratch" in table and float(scratch_row.split(" | ")[-1].rstrip(" |")) == 1.0
+    from unforget.evaluation import markdown_report
+
+    t2 = [line for line in markdown_report(runs["cpg"]).splitlines() if line.startswith("| T2 |")][-1]  # time table
+    assert t2.count(" ep)") == 3 and "(2 ep)" in t2, t2  # training, compaction, goal references (2 epochs)

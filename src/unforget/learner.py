@@ -229,7 +229,9 @@ class Learner:
         never invented) and its record to :attr:`records`; observers are told before and after.
         An earlier task whose certificate is unchanged keeps R[j][j] untested (exact methods,
         unless :attr:`retest`; :mod:`unforget.evaluation.certify`): the record's ``certified``
-        lists those task ids. The record's ``phase_seconds`` says where the task's time went.
+        lists those task ids. The record's ``phase_seconds`` says where the task's time went, its
+        ``budget`` the training epochs and images per phase of every network trained for it
+        (``{"training": {"epochs", "images"}, "compaction": ..., "goal_references": ...}``).
 
         Returns:
             The task's record.
@@ -250,9 +252,11 @@ class Learner:
             obs.before_task(self, task)
         t0 = time.perf_counter()
         seed_everything(task_seed(self.config, task.id))
+        self.clock.take_work()  # only this task's training is its budget
         with self.clock.phase("training"):
             rec = self.method.learn(task)
         rec["train_time_s"] = time.perf_counter() - t0
+        rec["budget"] = self.clock.take_work()
         with self.clock.phase("size_accounting"):
             size = self.method.size()
             cap = self.method.capacity()

@@ -44,6 +44,7 @@ class _TaskPart(_Read):
     expansion_ratio: Optional[float] = None
     released_ratio: Optional[float] = None
     network_epochs: Optional[float] = None
+    budget: Optional[dict[str, dict[str, int]]] = None
 
 
 class _UnitSeries(_Read):
@@ -189,6 +190,40 @@ def network_epochs(results: dict) -> Optional[float]:
     return results.get("config", {}).get("train", {}).get("epochs")
 
 
+def budget_per_task(results: dict) -> Optional[dict[str, float]]:
+    """Mean training work per task over every network the method trained for it (the served
+    network and the goal references: the tasks' ``budget`` records, counted by the trainer):
+    ``{"epochs", "images", "reference_epochs"}``, or ``None`` for results made before budgets
+    were recorded."""
+    tasks = [t.get("budget") for t in results.get("tasks", [])]
+    if not tasks or any(b is None for b in tasks):
+        return None
+    epochs = [sum(p["epochs"] for p in b.values()) for b in tasks]
+    images = [sum(p["images"] for p in b.values()) for b in tasks]
+    refs = [b.get("goal_references", {}).get("epochs", 0) for b in tasks]
+    return {"epochs": sum(epochs) / len(tasks), "images": sum(images) / len(tasks),
+            "reference_epochs": sum(refs) / len(tasks)}
+
+
+def budget_table(runs: dict[str, dict]) -> str:
+    """Markdown: per method, the training budget per task (epochs of the served network; epochs
+    and training images of every network, goal references included) and the wall time, with
+    its ratio to ``scratch``'s when a scratch run is among them — "equal budget" and "cost" read
+    from one table (issue 30)."""
+    base = runs.get("scratch", {}).get("wall_time_s")
+    head = ["method", "epochs / task, served network", "epochs / task, all networks", "of which goal references",
+            "images seen / task", "wall (s)"] + (["wall x scratch"] if base else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in runs.items():
+        ep, b, wall = network_epochs(r), budget_per_task(r), r.get("wall_time_s")
+        row = [name, "—" if ep is None else f"{ep:.1f}", "—" if b is None else f"{b['epochs']:.1f}",
+               "—" if b is None else f"{b['reference_epochs']:.1f}", "—" if b is None else f"{b['images']:,.0f}",
+               "—" if wall is None else f"{wall:.0f}"]
+        row += [_x(wall / base) if wall is not None else "—"] if base else []
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def dense_bytes(runs: dict[str, dict]) -> Optional[float]:
     """Bytes of one dense backbone with one head: a ``scratch`` run's size over its task count."""
     r = runs.get("scratch")
@@ -276,7 +311,11 @@ def comparison_report(runs: dict[str, dict], plots: list[str]) -> str:
            "weights left / original network; size = bytes needed to serve every task; size / dense = that size "
            "over one dense backbone's (a scratch model's); epochs / task = training epochs of the serving network "
            "per task (growth restarts, compaction and retraining counted; goal reference models not).", "",
-           comparison_table(runs)]
+           comparison_table(runs),
+           "## Training budget per task", "",
+           "Epochs and training images per task, averaged over the tasks: of the network that serves the tasks, and of "
+           "every network trained (goal reference models included); wall = the method's whole run.", "",
+           budget_table(runs)]
     cap = capacity_table(runs)
     if cap:
         out += ["## Capacity used per layer (CLNP diagnostics)", "", cap]

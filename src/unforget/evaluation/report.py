@@ -86,14 +86,17 @@ def time_table(results: dict) -> list[str]:
         return []
     cols = [p for p in PHASES if total.get(p)]
     tasks = results["tasks"]
-    lines = ["", "Where the time went (seconds; each second in one phase):", "",
+    lines = ["", "Where the time went (seconds; each second in one phase; in brackets the training epochs of "
+             "every network the phase trained, goal references included):", "",
              "| | " + " | ".join(p.replace("_", " ") for p in cols) + " | all |", "|---" * (len(cols) + 2) + "|"]
     run = (results.get("phase_seconds") or {}).get("run") or {}
     if run:
         lines.append("| run (no task) | " + " | ".join(f"{run.get(p, 0):.1f}" for p in cols) + f" | {sum(run.values()):.1f} |")
     for i, t in enumerate(tasks):
         s = t.get("phase_seconds") or {}
-        lines.append(f"| T{i + 1} | " + " | ".join(f"{s.get(p, 0):.1f}" for p in cols) + f" | {sum(s.values()):.1f} |")
+        work = t.get("budget") or {}
+        cells = [f"{s.get(p, 0):.1f}" + (f" ({work[p]['epochs']} ep)" if p in work else "") for p in cols]
+        lines.append(f"| T{i + 1} | " + " | ".join(cells) + f" | {sum(s.values()):.1f} |")
     all_s = sum(total.values())
     lines.append("| **total** | " + " | ".join(f"{total[p]:.1f}" for p in cols) + f" | {all_s:.1f} |")
     lines.append("| share | " + " | ".join(f"{100 * total[p] / all_s:.0f} %" for p in cols) + " | 100 % |")

@@ -33,10 +33,15 @@ class PhaseClock:
 
     Attributes:
         seconds: seconds per phase name since the clock was made (or last :meth:`take`).
+        work: training done per phase since the clock was made (or last :meth:`take_work`):
+            ``{phase: {"epochs": int, "images": int}}``, counted by :meth:`count_epoch` (the
+            trainer calls it once per epoch of every fit, of every network: the served one and
+            the goal references alike) — the budget that "equal budget" comparisons read.
     """
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.work: dict[str, dict[str, int]] = {}
         self._stack: list[list] = []  # [name, start of its current stretch]
         self._born = time.perf_counter()
 
@@ -65,6 +70,25 @@ class PhaseClock:
 
     def _add(self, name: str, seconds: float) -> None:
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def count_epoch(self, phase: str, images: int) -> None:
+        """Count one training epoch of ``phase`` (one of :data:`PHASES`) that passed ``images``
+        training images (all processes together) through a network.
+
+        Raises:
+            ValueError: ``phase`` is not one of :data:`PHASES`.
+        """
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase '{phase}'; phases: {', '.join(PHASES)}")
+        done = self.work.setdefault(phase, {"epochs": 0, "images": 0})
+        done["epochs"] += 1
+        done["images"] += int(images)
+
+    def take_work(self) -> dict[str, dict[str, int]]:
+        """:attr:`work` since the last call, in :data:`PHASES` order, and start counting afresh."""
+        out = {p: dict(self.work[p]) for p in PHASES if p in self.work}
+        self.work = {}
+        return out
 
     def take(self) -> dict[str, float]:
         """The seconds per phase counted since the last call (or since the clock was made), in

@@ -271,6 +271,7 @@ class Trainer:
                                        "not finite; lower the learning rate or the method's penalty strength "
                                        "(e.g. methods.ewc.lambda)")
             stats = {"loss": loss_sum / max(1, total), "train_accuracy": correct / max(1, total)}
+            self.phases.count_epoch(FIT_PHASES[phase_of(desc)], total)
             for h in hooks:
                 h.after_epoch(state)
             seconds = time.perf_counter() - epoch_start
